@@ -1,0 +1,48 @@
+"""The error family users see; the CLI renders each once and exits with its code.
+
+    RalphError                 exit 1 unless a subclass says otherwise
+    ├── UsageError             exit 2: the command line itself is wrong
+    └── RecipeError            exit 1: a recipe did not validate; carries its problems
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located finding in a recipe, the unit every output format renders."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    severity: str = "error"
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        return (self.file, self.line, self.column, self.message)
+
+
+class RalphError(Exception):
+    """Base of every error meant for a user; `str()` is the message to show."""
+
+    exit_code = 1
+
+
+class UsageError(RalphError):
+    exit_code = 2
+
+
+class RecipeError(RalphError):
+    """A recipe is invalid; `problems` say where and why."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        first = self.problems[0] if self.problems else None
+        where = f"{first.file}:{first.line}:{first.column}: " if first else ""
+        what = first.message if first else "invalid recipe"
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        super().__init__(f"{where}{what}{more}")

@@ -1,0 +1,1 @@
+"""Recipes: load (YAML with positions) → schema → semantic checks → typed model."""

@@ -1,0 +1,186 @@
+"""Reading a recipe file into a position-aware tree and a plain copy, safely.
+
+Untrusted recipes are bounded before anything expensive happens: a size cap before parsing,
+and a node and depth budget while copying, which is where a YAML alias bomb would expand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ralph.errors import Problem, RecipeError
+
+MAX_BYTES = 1_000_000
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Source:
+    """A loaded recipe: the text, the ruamel tree (for positions) and plain data (for checks)."""
+
+    path: Path
+    display: str
+    text: str
+    tree: Any
+    data: dict[str, Any]
+
+
+class _TooBig(Exception):
+    def __init__(self, message: str, path: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def load_source(path: Path, display: str | None = None) -> Source:
+    """Load one recipe file; raise RecipeError with a located problem when it cannot be read."""
+    shown = display if display is not None else str(path)
+    raw = _read_bytes(path, shown)
+    text = _decode(raw, shown)
+    tree = _parse(text, shown)
+    if tree is None:
+        raise _error(shown, 1, 1, "", "recipe is empty (expected a mapping with version, name, agents and tasks)")
+    if not isinstance(tree, dict):
+        kind = _kind(tree)
+        raise _error(shown, 1, 1, "", f"expected a mapping at the top of the recipe, got {kind}")
+    try:
+        data = _Copier().plain(tree, (), 0)
+    except _TooBig as exc:
+        from ralph.recipe.positions import dotted, locate
+
+        line, col = locate(tree, exc.path)
+        raise _error(shown, line, col, dotted(exc.path), str(exc)) from None
+    return Source(path=path, display=shown, text=text, tree=tree, data=data)
+
+
+def _read_bytes(path: Path, shown: str) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise _error(
+                shown, 1, 1, "",
+                f"recipe is {size / 1e6:.1f} MB; recipes are limited to {MAX_BYTES // 1_000_000} MB "
+                "(keep large data in a for_each file)",
+            )
+        return path.read_bytes()
+    except OSError as exc:
+        raise _error(shown, 1, 1, "", f"cannot read recipe: {exc.strerror or exc}") from None
+
+
+def _decode(raw: bytes, shown: str) -> str:
+    if b"\x00" in raw:
+        line, col = _byte_position(raw, raw.index(b"\x00"))
+        raise _error(shown, line, col, "", "file is binary (NUL byte), not a YAML recipe")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line, col = _byte_position(raw, exc.start)
+        raise _error(
+            shown, line, col, "", f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8"
+        ) from None
+
+
+def _byte_position(raw: bytes, offset: int) -> tuple[int, int]:
+    before = raw[:offset]
+    return before.count(b"\n") + 1, offset - (before.rfind(b"\n") + 1) + 1
+
+
+def _parse(text: str, shown: str) -> Any:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ="rt")
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        problem = (exc.problem or "invalid YAML").split("\n")[0]
+        if exc.context and "duplicate key" not in problem:
+            problem = f"{exc.context}: {problem}" if "while" not in exc.context else problem
+        raise _error(shown, line, col, "", f"YAML syntax error: {problem}") from None
+    except RecursionError:
+        raise _error(shown, 1, 1, "", f"recipe is nested more than {MAX_DEPTH} levels deep") from None
+    except YAMLError as exc:
+        raise _error(shown, 1, 1, "", f"YAML error: {str(exc).splitlines()[0]}") from None
+
+
+class _Copier:
+    """Copies the ruamel tree to plain dict/list/scalars, spending a node budget as it goes."""
+
+    def __init__(self) -> None:
+        self.nodes = 0
+        self.open: set[int] = set()
+
+    def plain(self, node: Any, path: tuple[str | int, ...], depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooBig(f"recipe expands to more than {MAX_NODES} values (a YAML alias bomb?)", path)
+        if depth > MAX_DEPTH:
+            raise _TooBig(f"recipe is nested more than {MAX_DEPTH} levels deep", path)
+        if isinstance(node, dict | list):
+            if id(node) in self.open:
+                raise _TooBig("recipe refers to itself through a YAML alias", path)
+            self.open.add(id(node))
+            try:
+                return self._container(node, path, depth)
+            finally:
+                self.open.discard(id(node))
+        return _scalar(node)
+
+    def _container(self, node: Any, path: tuple[str | int, ...], depth: int) -> Any:
+        if isinstance(node, list):
+            return [self.plain(v, (*path, i), depth + 1) for i, v in enumerate(node)]
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            name = key if isinstance(key, str) else _scalar_key(key, path)
+            out[name] = self.plain(value, (*path, name), depth + 1)
+        return out
+
+
+def _scalar_key(key: Any, path: tuple[str | int, ...]) -> str:
+    plain = _scalar(key) if isinstance(key, int | float | dt.date) or key is None else key
+    if plain is None or isinstance(plain, bool):
+        return "null" if plain is None else str(plain).lower()
+    if isinstance(plain, int | float | str):
+        return str(plain)
+    raise _TooBig(f"mapping keys must be plain text, got {_kind(key)}", path)
+
+
+def _scalar(value: Any) -> Any:
+    # ruamel's round-trip scalars subclass the builtins; plain copies keep jsonschema's
+    # type checks exact (a ScalarBoolean is an int, not a bool).
+    if value is None or isinstance(value, bool):
+        return value
+    if type(value).__name__ == "ScalarBoolean":
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
+def _error(file: str, line: int, col: int, path: str, message: str) -> RecipeError:
+    return RecipeError([Problem(file=file, line=line, column=col, path=path, message=message)])

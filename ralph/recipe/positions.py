@@ -1,0 +1,141 @@
+"""Mapping a data path (`('agents', 'writer', 'timeout')`) back to a line and column."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ralph.errors import Problem
+
+Path = Sequence[str | int]
+
+
+def dotted(path: Path) -> str:
+    """`('tasks', 0, 'agent')` → `tasks[0].agent`, the way users name a key in a recipe."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def locate(tree: Any, path: Path, *, at_key: bool = False) -> tuple[int, int]:
+    """1-based (line, column) of the deepest node of `path` present in the ruamel tree.
+
+    Containers are located at their key (`writer:`), scalars at their value; `at_key` forces
+    the key, for findings about the key itself (an unknown key, a duplicate name).
+    """
+    position = _position(tree)
+    node = tree
+    for index, part in enumerate(path):
+        child, found = _child(node, part, at_key=at_key or index < len(path) - 1)
+        if found is None:
+            break
+        position = found
+        if child is None:
+            break
+        node = child
+    line, col = position
+    return line + 1, col + 1
+
+
+def _child(node: Any, part: str | int, *, at_key: bool) -> tuple[Any, tuple[int, int] | None]:
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return None, None
+    try:
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            return node[part], tuple(lc.item(part))  # type: ignore[return-value]
+        if isinstance(node, dict) and part in node:
+            value = node[part]
+            use_key = at_key or isinstance(value, dict | list)
+            found = lc.key(part) if use_key else lc.value(part)
+            return value, tuple(found)
+    except (KeyError, TypeError, AttributeError):
+        # merged keys (`<<: *base`) have no position of their own: keep the parent's
+        return None, None
+    return None, None
+
+
+def _position(node: Any) -> tuple[int, int]:
+    lc = getattr(node, "lc", None)
+    if lc is None or lc.line is None:
+        return (0, 0)
+    return (lc.line, lc.col)
+
+
+class Locator:
+    """Turns findings about a recipe's data into Problems with file, line and column.
+
+    With a profile in force, a key the profile sets is located in the profile, where the
+    user wrote the value that is in effect.
+    """
+
+    def __init__(self, display: str, tree: Any, text: str, profile: str | None = None) -> None:
+        self.display = display
+        self.tree = tree
+        self.lines = text.splitlines()
+        self.profile = profile
+
+    def problem(self, path: Path, message: str, *, at_key: bool = False) -> Problem:
+        from ralph.secrets import redact
+
+        line, col = locate(self.tree, self._source_path(path), at_key=at_key)
+        return Problem(self.display, line, col, dotted(path), redact(message))
+
+    def template_problem(self, path: Path, template_line: int, message: str) -> Problem:
+        """A problem at line `template_line` of the template stored at `path`."""
+        from ralph.secrets import redact
+
+        line, col = locate(self.tree, self._source_path(path))
+        if _is_block_scalar(self.tree, self._source_path(path)) and line < len(self.lines):
+            line += template_line
+            text = self.lines[line - 1] if line - 1 < len(self.lines) else ""
+            col = len(text) - len(text.lstrip()) + 1
+        else:
+            line += template_line - 1
+        return Problem(self.display, line, col, dotted(path), redact(message))
+
+    def _source_path(self, path: Path) -> Path:
+        if self.profile is None or not path:
+            return path
+        overlay = _profile_path(self.tree, self.profile, path)
+        if overlay is not None and _exists(self.tree, overlay):
+            return overlay
+        return path
+
+
+def _profile_path(tree: Any, profile: str, path: Path) -> Path | None:
+    head, *rest = path
+    if head in ("vars", "agents", "limits"):
+        return ("profiles", profile, *path)
+    if head == "tasks" and rest and isinstance(rest[0], int):
+        tasks = tree.get("tasks") if isinstance(tree, dict) else None
+        if isinstance(tasks, list) and rest[0] < len(tasks) and isinstance(tasks[rest[0]], dict):
+            return ("profiles", profile, "tasks", str(tasks[rest[0]].get("name")), *rest[1:])
+    return None
+
+
+def _exists(tree: Any, path: Path) -> bool:
+    node = tree
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def _is_block_scalar(tree: Any, path: Path) -> bool:
+    from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
+
+    if not _exists(tree, path):
+        return False
+    node = tree
+    for part in path:
+        node = node[part]
+    return isinstance(node, LiteralScalarString | FoldedScalarString)

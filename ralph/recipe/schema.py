@@ -1,0 +1,200 @@
+"""The JSON Schema as data, and its errors turned into located, readable problems."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from ralph.secrets import SECRET_FIELD_NAMES
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
+    from jsonschema.protocols import Validator
+
+Finding = tuple[tuple[str | int, ...], bool, str]
+"""(data path, locate at the key rather than the value, message)"""
+
+
+
+def schema_text() -> str:
+    return resources.files("ralph").joinpath("schemas/recipe.schema.json").read_text("utf-8")
+
+
+@functools.cache
+def recipe_schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(schema_text())
+    return loaded
+
+
+@functools.cache
+def _validator() -> Validator:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(recipe_schema())
+
+
+def schema_findings(data: Any) -> list[Finding]:
+    """Every schema violation in `data`, one finding per root cause."""
+    return [f for error in _validator().iter_errors(data) for f in _explain(error)]
+
+
+def _explain(error: ValidationError) -> Iterator[Finding]:
+    path = tuple(error.absolute_path)
+    kind = error.validator
+    if kind in ("anyOf", "oneOf") and error.context:
+        yield from _explain_choice(error)
+    elif kind == "additionalProperties":
+        yield from _unknown_keys(error, path)
+    elif kind == "required":
+        yield path, True, f"missing required key '{_missing(error)}'"
+    elif isinstance(error.schema, dict) and "x-error" in error.schema:
+        yield path, False, f"{_show(error.instance)} {error.schema['x-error']}"
+    elif kind == "enum":
+        yield path, False, _enum_message(error.instance, error.validator_value)
+    elif kind == "type":
+        yield path, False, f"expected {_type_name(error.validator_value)}, got {_kind(error.instance)}"
+    elif kind == "propertyNames":
+        yield path, True, error.message
+    else:
+        yield path, False, _generic(error)
+
+
+def _explain_choice(error: ValidationError) -> Iterator[Finding]:
+    """Explain the one branch of an anyOf that the value was evidently meant to match."""
+    branches: dict[int, list[ValidationError]] = {}
+    for sub in error.context or ():
+        branches.setdefault(int(sub.schema_path[0]), []).append(sub)
+    options: Sequence[dict[str, Any]] = error.validator_value
+    best = _closest_branch(error.instance, options, branches)
+    if best is None:
+        wanted = " or ".join(dict.fromkeys(_branch_name(o) for o in options))
+        yield tuple(error.absolute_path), False, f"expected {wanted}, got {_kind(error.instance)}"
+        return
+    for sub in branches.get(best, []):
+        yield from _explain(sub)
+
+
+def _closest_branch(
+    instance: Any, options: Sequence[dict[str, Any]], branches: dict[int, list[ValidationError]]
+) -> int | None:
+    scored: list[tuple[int, int]] = []
+    for index, option in enumerate(_resolved(o) for o in options):
+        if not _type_fits(instance, option):
+            continue
+        keys = set(instance) if isinstance(instance, dict) else set()
+        overlap = len(keys & set(option.get("properties", {})))
+        scored.append((overlap, -index))
+    if not scored:
+        return None
+    index = -max(scored)[1]
+    return index if index in branches else None
+
+
+def _resolved(option: dict[str, Any]) -> dict[str, Any]:
+    ref = option.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return _resolved(recipe_schema()["$defs"][ref.removeprefix("#/$defs/")])
+    return option
+
+
+def _type_fits(instance: Any, option: dict[str, Any]) -> bool:
+    if "enum" in option:
+        return isinstance(instance, str)
+    wanted = option.get("type")
+    return wanted is None or _kind(instance) == _kind_of_type(wanted)
+
+
+def _branch_name(option: dict[str, Any]) -> str:
+    resolved = _resolved(option)
+    if "enum" in resolved:
+        return "one of " + ", ".join(str(v) for v in resolved["enum"])
+    return _type_name(resolved.get("type", "value"))
+
+
+def _unknown_keys(error: ValidationError, path: tuple[str | int, ...]) -> Iterator[Finding]:
+    known = list(error.schema.get("properties", {})) if isinstance(error.schema, dict) else []
+    for key in error.instance:
+        if key in known:
+            continue
+        if key in SECRET_FIELD_NAMES:
+            continue  # reported by the secret scan, which sees free-form mappings too
+        yield (*path, key), True, f"unknown key '{key}'{_did_you_mean(key, known)}"
+
+
+def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _enum_message(instance: Any, allowed: Sequence[Any]) -> str:
+    names = [str(a) for a in dict.fromkeys(str(a) for a in allowed)]
+    hint = _did_you_mean(instance, names) if isinstance(instance, str) else ""
+    return f"{_show(instance)} is not one of {', '.join(names)}{hint}"
+
+
+def _missing(error: ValidationError) -> str:
+    # jsonschema says "'model' is a required property"; the name is the quoted part
+    return error.message.split("'")[1] if "'" in error.message else error.message
+
+
+def _generic(error: ValidationError) -> str:
+    kind, limit, value = error.validator, error.validator_value, error.instance
+    messages = {
+        "minimum": f"must be at least {limit}, got {_show(value)}",
+        "exclusiveMinimum": f"must be greater than {limit}, got {_show(value)}",
+        "maximum": f"must be at most {limit}, got {_show(value)}",
+        "minItems": f"needs at least {limit} item{'s' if limit != 1 else ''}",
+        "minProperties": f"needs at least {limit} entr{'ies' if limit != 1 else 'y'}",
+        "maxProperties": f"takes exactly one key, got {len(value) if isinstance(value, dict) else 0}",
+        "minLength": "must not be empty",
+        "const": f"must be {_show(limit)}, got {_show(value)}",
+    }
+    return messages.get(str(kind), error.message)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, dict | list):
+        return _kind(value)
+    return json.dumps(value)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping"
+
+
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "a boolean",
+    "null": "null",
+}
+
+
+def _type_name(wanted: Any) -> str:
+    if isinstance(wanted, list):
+        return " or ".join(_TYPE_NAMES.get(w, w) for w in wanted)
+    return _TYPE_NAMES.get(str(wanted), str(wanted))
+
+
+def _kind_of_type(wanted: Any) -> str:
+    return {"integer": "a number"}.get(str(wanted), _type_name(wanted))
+

@@ -1,0 +1,255 @@
+"""Checks the schema cannot express: cross-references, files, templates and secrets."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ralph.errors import Problem
+from ralph.recipe.positions import Locator
+from ralph.secrets import SECRET_FIELD_NAMES, looks_like_secret
+from ralph.templates import Scope, check
+
+ITEM_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+COMMAND_ONLY = ("command", "shell", "workdir", "probe", "max_output")
+KEY_SOURCES = ("api_key_env", "api_key_file", "api_key_command")
+SECRET_MESSAGE = (
+    "looks like a literal API key; recipes must not hold secrets: put the key in an environment "
+    "variable and name it in api_key_env (or use api_key_file / api_key_command)"
+)
+
+Key = tuple[str | int, ...]
+
+
+def semantic_problems(data: dict[str, Any], base_dir: Path, where: Locator) -> list[Problem]:
+    """Every semantic problem in schema-shaped `data` (parts of the wrong type are skipped)."""
+    agents = _mapping(data.get("agents"))
+    problems = list(_secrets(data, (), where))
+    problems += _agent_problems(agents, where)
+    problems += _task_problems(data, agents, base_dir, where)
+    problems += _health_problems(data, agents, where)
+    problems += _profile_problems(data, where)
+    return problems
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}' (known: {', '.join(known) or 'none'}{hint})"
+
+
+def _secrets(node: Any, path: Key, where: Locator) -> Iterator[Problem]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in SECRET_FIELD_NAMES:
+                yield where.problem((*path, key), SECRET_MESSAGE.replace("looks like", "is"), at_key=True)
+            else:
+                yield from _secrets(value, (*path, key), where)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _secrets(value, (*path, index), where)
+    elif isinstance(node, str) and looks_like_secret(node):
+        yield where.problem(path, SECRET_MESSAGE)
+
+
+def _agent_problems(agents: dict[str, Any], where: Locator) -> Iterator[Problem]:
+    names = list(agents)
+    for name, agent in agents.items():
+        if not isinstance(agent, dict):
+            continue
+        path: Key = ("agents", name)
+        provider = agent.get("provider")
+        if provider in ("openai", "anthropic"):
+            for key in COMMAND_ONLY:
+                if key in agent:
+                    yield where.problem((*path, key), f"'{key}' applies only to provider: command", at_key=True)
+        sources = [k for k in KEY_SOURCES if k in agent]
+        if len(sources) > 1:
+            yield where.problem(
+                (*path, sources[1]), f"use one of {', '.join(KEY_SOURCES)}, not {' and '.join(sources)}", at_key=True
+            )
+        if isinstance(agent.get("command"), str) and not agent.get("shell"):
+            yield where.problem(
+                (*path, "command"), "a command given as one string needs 'shell: true' (or give it as a list)"
+            )
+        fallback = agent.get("fallback")
+        if isinstance(fallback, str):
+            if fallback not in agents:
+                yield where.problem((*path, "fallback"), _unknown("agent", fallback, names))
+            elif fallback == name:
+                yield where.problem((*path, "fallback"), "an agent cannot fall back to itself")
+    yield from _fallback_cycles(agents, where)
+
+
+def _fallback_cycles(agents: dict[str, Any], where: Locator) -> Iterator[Problem]:
+    reported: set[str] = set()
+    for start in agents:
+        chain = [start]
+        while True:
+            nxt = _mapping(agents.get(chain[-1])).get("fallback")
+            if not isinstance(nxt, str) or nxt not in agents or nxt == chain[-1]:
+                break
+            if nxt in chain:
+                cycle = chain[chain.index(nxt):]
+                if not reported & set(cycle):
+                    reported |= set(cycle)
+                    first = min(cycle)
+                    ring = cycle[cycle.index(first):] + cycle[: cycle.index(first)] + [first]
+                    yield where.problem(("agents", first, "fallback"), f"fallback cycle: {' → '.join(ring)}")
+                break
+            chain.append(nxt)
+
+
+def _task_problems(
+    data: dict[str, Any], agents: dict[str, Any], base_dir: Path, where: Locator
+) -> Iterator[Problem]:
+    seen: dict[str, int] = {}
+    variables = frozenset(_mapping(data.get("vars")))
+    for index, task in enumerate(_list(data.get("tasks"))):
+        if not isinstance(task, dict):
+            continue
+        path: Key = ("tasks", index)
+        name = task.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                yield where.problem((*path, "name"), f"duplicate task name '{name}' (also tasks[{seen[name]}])")
+            seen.setdefault(name, index)
+        agent = task.get("agent")
+        if isinstance(agent, str) and agent not in agents:
+            yield where.problem((*path, "agent"), _unknown("agent", agent, list(agents)))
+        yield from _prompt_source(task, path, where)
+        yield from _files(task, path, base_dir, where)
+        yield from _regexes(task, path, where)
+        scope = _scope(task, variables, frozenset(seen) - {name})
+        yield from _templates(task, path, scope, base_dir, where)
+
+
+def _prompt_source(task: dict[str, Any], path: Key, where: Locator) -> Iterator[Problem]:
+    has_prompt, has_file = "prompt" in task, "prompt_file" in task
+    if has_prompt and has_file:
+        yield where.problem((*path, "prompt_file"), "give either prompt or prompt_file, not both", at_key=True)
+    elif not has_prompt and not has_file:
+        yield where.problem(path, "missing 'prompt' or 'prompt_file'", at_key=True)
+
+
+def _files(task: dict[str, Any], path: Key, base_dir: Path, where: Locator) -> Iterator[Problem]:
+    prompt_file = task.get("prompt_file")
+    if isinstance(prompt_file, str) and not (base_dir / prompt_file).is_file():
+        yield where.problem((*path, "prompt_file"), f"prompt file '{prompt_file}' not found (relative to the recipe)")
+    for_each = task.get("for_each")
+    if isinstance(for_each, dict) and isinstance(for_each.get("file"), str):
+        file = for_each["file"]
+        if not (base_dir / file).is_file():
+            yield where.problem((*path, "for_each", "file"), f"items file '{file}' not found (relative to the recipe)")
+        elif "format" not in for_each and Path(file).suffix.lower() not in ITEM_FORMATS:
+            yield where.problem(
+                (*path, "for_each", "file"),
+                f"cannot tell the format of '{file}' from its extension; add format: jsonl, csv, yaml or json",
+            )
+    output = task.get("output")
+    if isinstance(output, str) and _escapes(output):
+        yield where.problem((*path, "output"), f"output path '{output}' could leave the output directory (no '..' or absolute paths)")
+
+
+def _escapes(template: str) -> bool:
+    literal = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", "x", template)
+    parts = re.split(r"[\\/]", literal)
+    return literal.startswith(("/", "\\", "~")) or bool(re.match(r"^[A-Za-z]:", literal)) or ".." in parts
+
+
+def _regexes(task: dict[str, Any], path: Key, where: Locator) -> Iterator[Problem]:
+    filters = _mapping(task.get("filters"))
+    for stage in ("input", "output"):
+        for index, spec in enumerate(_list(filters.get(stage))):
+            spec = _mapping(spec)
+            candidates: list[tuple[Key, Any]] = []
+            for n, pattern in enumerate(_list(spec.get("deny"))):
+                candidates.append((("filters", stage, index, "deny", n), pattern))
+            replace = _mapping(spec.get("regex_replace"))
+            candidates.append((("filters", stage, index, "regex_replace", "pattern"), replace.get("pattern")))
+            for sub, pattern in candidates:
+                yield from _regex((*path, *sub), pattern, where)
+    yield from _condition_regexes(_mapping(task.get("loop")).get("until"), (*path, "loop", "until"), where)
+
+
+def _condition_regexes(condition: Any, path: Key, where: Locator) -> Iterator[Problem]:
+    spec = _mapping(condition)
+    yield from _regex((*path, "regex"), spec.get("regex"), where)
+    for group in ("all", "any"):
+        for index, sub in enumerate(_list(spec.get(group))):
+            yield from _condition_regexes(sub, (*path, group, index), where)
+
+
+def _regex(path: Key, pattern: Any, where: Locator) -> Iterator[Problem]:
+    if not isinstance(pattern, str):
+        return
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        yield where.problem(path, f"invalid regular expression: {exc}")
+
+
+def _scope(task: dict[str, Any], variables: frozenset[str], earlier: frozenset[str]) -> Scope:
+    names = {"vars", "task", "outputs"}
+    if "for_each" in task:
+        names.add("item")
+    if "loop" in task:
+        names |= {"iteration", "previous", "history"}
+    return Scope(names=frozenset(names), vars=variables, outputs=earlier)
+
+
+def _templates(
+    task: dict[str, Any], path: Key, scope: Scope, base_dir: Path, where: Locator
+) -> Iterator[Problem]:
+    for key in ("system", "prompt", "output"):
+        source = task.get(key)
+        if isinstance(source, str):
+            for finding in check(source, scope):
+                yield where.template_problem((*path, key), finding.line, finding.message)
+    prompt_file = task.get("prompt_file")
+    if isinstance(prompt_file, str):
+        yield from _template_file(base_dir / prompt_file, prompt_file, (*path, "prompt_file"), scope)
+
+
+def _template_file(file: Path, shown: str, path: Key, scope: Scope) -> Iterator[Problem]:
+    from ralph.recipe.positions import dotted
+
+    try:
+        source = file.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return  # a missing file is reported by _files; an undecodable one at render time
+    for finding in check(source, scope):
+        yield Problem(shown, finding.line, 1, dotted(path), finding.message)
+
+
+def _health_problems(data: dict[str, Any], agents: dict[str, Any], where: Locator) -> Iterator[Problem]:
+    for index, check_spec in enumerate(_list(data.get("health_checks"))):
+        agent = _mapping(check_spec).get("agent")
+        if isinstance(agent, str) and agent not in agents:
+            yield where.problem(("health_checks", index, "agent"), _unknown("agent", agent, list(agents)))
+
+
+def _profile_problems(data: dict[str, Any], where: Locator) -> Iterator[Problem]:
+    known = {
+        "agents": list(_mapping(data.get("agents"))),
+        "vars": list(_mapping(data.get("vars"))),
+        "tasks": [t.get("name") for t in _list(data.get("tasks")) if isinstance(t, dict)],
+    }
+    for profile, body in _mapping(data.get("profiles")).items():
+        for section, names in known.items():
+            for name in _mapping(_mapping(body).get(section)):
+                if name not in names:
+                    kind = section.rstrip("s") if section != "vars" else "var"
+                    message = f"profile '{profile}' overrides {_unknown(kind, name, names)}"
+                    yield where.problem(("profiles", profile, section, name), message, at_key=True)

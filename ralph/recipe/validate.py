@@ -1,0 +1,108 @@
+"""The whole check of one recipe or many: load → overrides → schema → semantics → model."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ralph.errors import Problem, RecipeError, UsageError
+from ralph.recipe.load import MAX_BYTES, load_source
+from ralph.recipe.model import Recipe
+from ralph.recipe.positions import Locator
+
+_RECIPE_MARKERS = (re.compile(rb"^version\s*:", re.M), re.compile(rb"^tasks\s*:", re.M))
+_SKIPPED_DIRS = frozenset({".git", ".ralph", ".venv", "venv", "node_modules", "__pycache__"})
+
+
+@dataclass(frozen=True)
+class FileReport:
+    display: str
+    problems: tuple[Problem, ...]
+    recipe: Recipe | None
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    files: tuple[FileReport, ...]
+
+    @property
+    def invalid(self) -> int:
+        return sum(1 for f in self.files if f.problems)
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return tuple(p for f in self.files for p in f.problems)
+
+
+def validate_paths(
+    paths: Sequence[Path], profile: str | None = None, sets: Sequence[str] = ()
+) -> ValidationReport:
+    return ValidationReport(tuple(check_file(p, profile, sets) for p in discover(paths)))
+
+
+def load_recipe(path: Path, profile: str | None = None, sets: Sequence[str] = ()) -> Recipe:
+    """The model of one recipe, or RecipeError with every problem found."""
+    report = check_file(path, profile, sets)
+    if report.recipe is None:
+        raise RecipeError(report.problems)
+    return report.recipe
+
+
+def discover(paths: Sequence[Path]) -> list[Path]:
+    """Named files as they are; folders searched for YAML files that look like recipes."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(p for p in sorted(_yaml_files(path)) if _looks_like_recipe(p))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    return list(dict.fromkeys(found))
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.suffix in (".yaml", ".yml")
+        and p.is_file()
+        and not _SKIPPED_DIRS.intersection(p.relative_to(folder).parts[:-1])
+    ]
+
+
+def _looks_like_recipe(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(MAX_BYTES)
+    except OSError:
+        return True  # let the check report why it cannot be read
+    return all(marker.search(head) for marker in _RECIPE_MARKERS)
+
+
+def check_file(path: Path, profile: str | None = None, sets: Sequence[str] = ()) -> FileReport:
+    from ralph.recipe.build import build_recipe
+    from ralph.recipe.overrides import apply_profile, apply_sets
+    from ralph.recipe.schema import schema_findings
+    from ralph.recipe.semantic import semantic_problems
+
+    display = str(path)
+    try:
+        source = load_source(path, display)
+    except RecipeError as exc:
+        return FileReport(display, exc.problems, None)
+    data = source.data
+    try:
+        data = apply_profile(data, profile) if profile else data
+        data = apply_sets(data, sets) if sets else data
+    except UsageError as exc:
+        return FileReport(display, (Problem(display, 1, 1, "", str(exc)),), None)
+    where = Locator(display, source.tree, source.text, profile)
+    problems = [where.problem(p, message, at_key=at_key) for p, at_key, message in schema_findings(data)]
+    problems += semantic_problems(data, path.parent, where)
+    unique = sorted({(p.file, p.line, p.column, p.message): p for p in problems}.values(), key=Problem.sort_key)
+    if unique:
+        return FileReport(display, tuple(unique), None)
+    return FileReport(display, (), build_recipe(data, path, profile, sets))

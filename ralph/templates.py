@@ -1,0 +1,114 @@
+"""The one Jinja environment recipes render in, and what can be known about a template statically.
+
+Sandboxed and strict: a template sees only the context ralph hands it (no environment, no
+filesystem, no Python internals), and an undefined name is an error rather than an empty string.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+    from jinja2.nodes import Node
+    from jinja2.sandbox import SandboxedEnvironment
+
+CONTEXT_NAMES = ("vars", "item", "task", "iteration", "previous", "history", "outputs")
+_WHY_ABSENT = {
+    "item": "this task has no for_each",
+    "iteration": "this task has no loop",
+    "previous": "this task has no loop",
+    "history": "this task has no loop",
+}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a template may name: top-level names, and the keys known under `vars`/`outputs`."""
+
+    names: frozenset[str]
+    vars: frozenset[str]
+    outputs: frozenset[str]
+
+
+@dataclass(frozen=True)
+class TemplateFinding:
+    line: int
+    message: str
+
+
+@functools.cache
+def environment() -> SandboxedEnvironment:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
+
+
+def compile_template(source: str) -> Template:
+    return environment().from_string(source)
+
+
+def render(template: Template, context: Mapping[str, Any]) -> str:
+    return template.render(context)
+
+
+def check(source: str, scope: Scope) -> list[TemplateFinding]:
+    """Syntax errors, then names the template uses that its scope does not provide."""
+    from jinja2 import TemplateSyntaxError, meta
+
+    env = environment()
+    try:
+        ast = env.parse(source)
+    except TemplateSyntaxError as exc:
+        return [TemplateFinding(exc.lineno, f"template syntax error: {exc.message}")]
+    findings: list[TemplateFinding] = []
+    undeclared = meta.find_undeclared_variables(ast) - set(env.globals)
+    for name in sorted(undeclared - scope.names):
+        findings.append(
+            TemplateFinding(_first_line(ast, name), _undefined(name, scope.names, CONTEXT_NAMES))
+        )
+    for namespace, known in (("vars", scope.vars), ("outputs", scope.outputs)):
+        if namespace not in scope.names:
+            continue
+        for line, key in _attributes(ast, namespace):
+            if key not in known:
+                findings.append(TemplateFinding(line, _undefined(f"{namespace}.{key}", known, known)))
+    return findings
+
+
+def _undefined(name: str, available: Collection[str], candidates: Collection[str]) -> str:
+    if name in _WHY_ABSENT:
+        return f"undefined template variable '{name}': {_WHY_ABSENT[name]}"
+    short = name.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(short, list(candidates), n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    where = ", ".join(sorted(available)) or "none"
+    return f"undefined template variable '{name}' (available here: {where}{hint})"
+
+
+def _first_line(ast: Node, name: str) -> int:
+    from jinja2 import nodes
+
+    lines = [n.lineno for n in ast.find_all(nodes.Name) if n.name == name]
+    return min(lines, default=1)
+
+
+def _attributes(ast: Node, namespace: str) -> Iterator[tuple[int, str]]:
+    """`vars.tone` and `vars['tone']` → (line, 'tone')."""
+    from jinja2 import nodes
+
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if not (isinstance(target, nodes.Name) and target.name == namespace):
+            continue
+        if isinstance(node, nodes.Getattr):
+            yield node.lineno, node.attr
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            yield node.lineno, node.arg.value
