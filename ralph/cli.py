@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 import traceback
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     text = "text"
     json = "json"
     github = "github"
@@ -38,11 +38,15 @@ class Format(str, Enum):
 
 ProfileOption = Annotated[
     str | None,
-    typer.Option("--profile", "-p", envvar="RALPH_PROFILE", help="Deep-merge this profile of the recipe."),
+    typer.Option(
+        "--profile", "-p", envvar="RALPH_PROFILE", help="Deep-merge this profile of the recipe."
+    ),
 ]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a value: key=value (vars.key), or agents.NAME.FIELD=value."),
+    typer.Option(
+        "--set", "-s", help="Override a value: key=value (vars.key), or agents.NAME.FIELD=value."
+    ),
 ]
 
 
@@ -63,8 +67,12 @@ def _root(
 
 @app.command()
 def validate(
-    paths: Annotated[list[Path], typer.Argument(help="Recipe files, or folders to search for recipes.")],
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="text, json or github annotations.")] = Format.text,
+    paths: Annotated[
+        list[Path], typer.Argument(help="Recipe files, or folders to search for recipes.")
+    ],
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", help="text, json or github annotations.")
+    ] = Format.text,
     profile: ProfileOption = None,
     sets: SetOption = None,
 ) -> int:
@@ -109,9 +117,13 @@ def _show_usage_error(error: typer.TyperException) -> None:
 
 
 def _report_bug() -> int:
-    with tempfile.NamedTemporaryFile("w", prefix="ralph-crash-", suffix=".log", delete=False) as log:
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="ralph-crash-", suffix=".log", delete=False
+    ) as log:
         traceback.print_exc(file=log)
-    typer.echo(f"error: ralph hit an internal error (a bug); the traceback is in {log.name}", err=True)
+    typer.echo(
+        f"error: ralph hit an internal error (a bug); the traceback is in {log.name}", err=True
+    )
     return EXIT_BUG
 
 

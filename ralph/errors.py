@@ -1,8 +1,8 @@
 """The error family users see; the CLI renders each once and exits with its code.
 
-    RalphError                 exit 1 unless a subclass says otherwise
-    ├── UsageError             exit 2: the command line itself is wrong
-    └── RecipeError            exit 1: a recipe did not validate; carries its problems
+RalphError                 exit 1 unless a subclass says otherwise
+├── UsageError             exit 2: the command line itself is wrong
+└── RecipeError            exit 1: a recipe did not validate; carries its problems
 """
 
 from __future__ import annotations

@@ -79,7 +79,9 @@ def check(source: str, scope: Scope) -> list[TemplateFinding]:
             continue
         for line, key in _attributes(ast, namespace):
             if key not in known:
-                findings.append(TemplateFinding(line, _undefined(f"{namespace}.{key}", known, known)))
+                findings.append(
+                    TemplateFinding(line, _undefined(f"{namespace}.{key}", known, known))
+                )
     return findings
 
 
@@ -105,6 +107,7 @@ def _attributes(ast: Node, namespace: str) -> Iterator[tuple[int, str]]:
     from jinja2 import nodes
 
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
         target = node.node
         if not (isinstance(target, nodes.Name) and target.name == namespace):
             continue

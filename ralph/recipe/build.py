@@ -70,7 +70,8 @@ def _agent(name: str, spec: dict[str, Any], base_dir: Path) -> m.Agent:
         params=freeze(spec.get("params", {})),
         concurrency=spec.get("concurrency", 1 if is_command else 8),
         rate_limit=m.RateLimit(rate.get("requests_per_minute"), rate.get("tokens_per_minute")),
-        timeout_s=parse_duration(spec["timeout"]) if "timeout" in spec
+        timeout_s=parse_duration(spec["timeout"])
+        if "timeout" in spec
         else (_COMMAND_TIMEOUT_S if is_command else 60.0),
         retries=m.Retries(
             attempts=retries.get("attempts", m.Retries.attempts),
@@ -84,7 +85,8 @@ def _agent(name: str, spec: dict[str, Any], base_dir: Path) -> m.Agent:
         shell=spec.get("shell", False),
         workdir=(base_dir / workdir).resolve() if workdir else (base_dir if is_command else None),
         probe=_argv(spec.get("probe")),
-        max_output_bytes=parse_size(spec["max_output"]) if "max_output" in spec
+        max_output_bytes=parse_size(spec["max_output"])
+        if "max_output" in spec
         else m.Agent.max_output_bytes,
     )
 
@@ -132,7 +134,7 @@ def _items(spec: Any, base_dir: Path) -> m.ItemSource | None:
 def _filter(spec: Any) -> m.Filter:
     if isinstance(spec, str):
         return m.Filter(spec)
-    (name, options), = spec.items()
+    ((name, options),) = spec.items()
     return m.Filter(name, freeze(options))
 
 
@@ -154,14 +156,18 @@ def _loop(spec: dict[str, Any]) -> m.Loop:
         max_runtime_s=_seconds(spec.get("max_runtime"), None),
         max_tokens=spec.get("max_tokens"),
         max_cost_usd=spec.get("max_cost_usd"),
-        max_consecutive_failures=spec.get("max_consecutive_failures", m.Loop.max_consecutive_failures),
+        max_consecutive_failures=spec.get(
+            "max_consecutive_failures", m.Loop.max_consecutive_failures
+        ),
         stall_window=stall.get("window", m.Loop.stall_window),
         stall_similarity=stall.get("similarity", m.Loop.stall_similarity),
-        previous_bytes=parse_size(spec["previous_size"]) if "previous_size" in spec
+        previous_bytes=parse_size(spec["previous_size"])
+        if "previous_size" in spec
         else m.Loop.previous_bytes,
         history=spec.get("history", m.Loop.history),
         checkpoint=m.Checkpoint(checkpoint.get("every", 1), checkpoint.get("on_failure", "keep"))
-        if checkpoint is not None else None,
+        if checkpoint is not None
+        else None,
     )
 
 
@@ -173,7 +179,9 @@ def _condition(spec: Any) -> m.Condition:
     if "file" in spec:
         return m.FileCondition(spec["file"], spec.get("all_checked", False), spec.get("contains"))
     if "command" in spec:
-        return m.CommandCondition(tuple(spec["command"]), _seconds(spec.get("timeout"), 600.0) or 600.0)
+        return m.CommandCondition(
+            tuple(spec["command"]), _seconds(spec.get("timeout"), 600.0) or 600.0
+        )
     group = m.AllOf if "all" in spec else m.AnyOf
     return group(tuple(_condition(c) for c in spec["all" if "all" in spec else "any"]))
 
@@ -183,5 +191,11 @@ def _health(spec: dict[str, Any]) -> m.HealthCheck:
         return m.AgentCheck(spec["agent"])
     if "http" in spec:
         http = spec["http"]
-        return m.HttpCheck(http["url"], http.get("expect_status", 200), _seconds(http.get("timeout"), 10.0) or 10.0)
-    return m.CommandCheck(tuple(spec["command"]), spec.get("expect_exit", 0), _seconds(spec.get("timeout"), 30.0) or 30.0)
+        return m.HttpCheck(
+            http["url"], http.get("expect_status", 200), _seconds(http.get("timeout"), 10.0) or 10.0
+        )
+    return m.CommandCheck(
+        tuple(spec["command"]),
+        spec.get("expect_exit", 0),
+        _seconds(spec.get("timeout"), 30.0) or 30.0,
+    )

@@ -42,7 +42,13 @@ def load_source(path: Path, display: str | None = None) -> Source:
     text = _decode(raw, shown)
     tree = _parse(text, shown)
     if tree is None:
-        raise _error(shown, 1, 1, "", "recipe is empty (expected a mapping with version, name, agents and tasks)")
+        raise _error(
+            shown,
+            1,
+            1,
+            "",
+            "recipe is empty (expected a mapping with version, name, agents and tasks)",
+        )
     if not isinstance(tree, dict):
         kind = _kind(tree)
         raise _error(shown, 1, 1, "", f"expected a mapping at the top of the recipe, got {kind}")
@@ -61,9 +67,12 @@ def _read_bytes(path: Path, shown: str) -> bytes:
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise _error(
-                shown, 1, 1, "",
-                f"recipe is {size / 1e6:.1f} MB; recipes are limited to {MAX_BYTES // 1_000_000} MB "
-                "(keep large data in a for_each file)",
+                shown,
+                1,
+                1,
+                "",
+                f"recipe is {size / 1e6:.1f} MB; recipes are limited to "
+                f"{MAX_BYTES // 1_000_000} MB (keep large data in a for_each file)",
             )
         return path.read_bytes()
     except OSError as exc:
@@ -79,7 +88,11 @@ def _decode(raw: bytes, shown: str) -> str:
     except UnicodeDecodeError as exc:
         line, col = _byte_position(raw, exc.start)
         raise _error(
-            shown, line, col, "", f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8"
+            shown,
+            line,
+            col,
+            "",
+            f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8",
         ) from None
 
 
@@ -103,7 +116,9 @@ def _parse(text: str, shown: str) -> Any:
             problem = f"{exc.context}: {problem}" if "while" not in exc.context else problem
         raise _error(shown, line, col, "", f"YAML syntax error: {problem}") from None
     except RecursionError:
-        raise _error(shown, 1, 1, "", f"recipe is nested more than {MAX_DEPTH} levels deep") from None
+        raise _error(
+            shown, 1, 1, "", f"recipe is nested more than {MAX_DEPTH} levels deep"
+        ) from None
     except YAMLError as exc:
         raise _error(shown, 1, 1, "", f"YAML error: {str(exc).splitlines()[0]}") from None
 
@@ -118,7 +133,9 @@ class _Copier:
     def plain(self, node: Any, path: tuple[str | int, ...], depth: int) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise _TooBig(f"recipe expands to more than {MAX_NODES} values (a YAML alias bomb?)", path)
+            raise _TooBig(
+                f"recipe expands to more than {MAX_NODES} values (a YAML alias bomb?)", path
+            )
         if depth > MAX_DEPTH:
             raise _TooBig(f"recipe is nested more than {MAX_DEPTH} levels deep", path)
         if isinstance(node, dict | list):

@@ -32,8 +32,9 @@ def apply_profile(data: dict[str, Any], profile: str) -> dict[str, Any]:
 def _merge_tasks(data: dict[str, Any], by_name: dict[str, Any]) -> None:
     tasks = data.get("tasks")
     for index, task in enumerate(tasks if isinstance(tasks, list) else []):
-        if isinstance(task, dict) and isinstance(by_name.get(task.get("name")), dict):
-            tasks[index] = deep_merge(task, by_name[task["name"]])  # type: ignore[index]
+        patch = by_name.get(str(task.get("name"))) if isinstance(task, dict) else None
+        if isinstance(patch, dict):
+            tasks[index] = deep_merge(task, patch)  # type: ignore[index]
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +72,9 @@ def _assign(data: dict[str, Any], parts: list[str], value: Any, assignment: str)
             raise UsageError(f"--set {assignment}: '{part}' is not a mapping in this recipe")
         node = node.setdefault(part, {})
     if isinstance(node, list):
-        raise UsageError(f"--set {assignment}: name a key inside the task, e.g. tasks.NAME.cache=false")
+        raise UsageError(
+            f"--set {assignment}: name a key inside the task, e.g. tasks.NAME.cache=false"
+        )
     if not isinstance(node, dict):
         raise UsageError(f"--set {assignment}: the parent of '{parts[-1]}' is not a mapping")
     node[parts[-1]] = value

@@ -47,12 +47,13 @@ def _child(node: Any, part: str | int, *, at_key: bool) -> tuple[Any, tuple[int,
         return None, None
     try:
         if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            return node[part], tuple(lc.item(part))  # type: ignore[return-value]
+            line, col = lc.item(part)
+            return node[part], (line, col)
         if isinstance(node, dict) and part in node:
             value = node[part]
             use_key = at_key or isinstance(value, dict | list)
-            found = lc.key(part) if use_key else lc.value(part)
-            return value, tuple(found)
+            line, col = lc.key(part) if use_key else lc.value(part)
+            return value, (line, col)
     except (KeyError, TypeError, AttributeError):
         # merged keys (`<<: *base`) have no position of their own: keep the parent's
         return None, None
@@ -118,24 +119,24 @@ def _profile_path(tree: Any, profile: str, path: Path) -> Path | None:
     return None
 
 
-def _exists(tree: Any, path: Path) -> bool:
+_MISSING = object()
+
+
+def _node_at(tree: Any, path: Path) -> Any:
     node = tree
     for part in path:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
-            return False
-    return True
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if not (in_list or (isinstance(node, dict) and part in node)):
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _exists(tree: Any, path: Path) -> bool:
+    return _node_at(tree, path) is not _MISSING
 
 
 def _is_block_scalar(tree: Any, path: Path) -> bool:
     from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
-    if not _exists(tree, path):
-        return False
-    node = tree
-    for part in path:
-        node = node[part]
-    return isinstance(node, LiteralScalarString | FoldedScalarString)
+    return isinstance(_node_at(tree, path), LiteralScalarString | FoldedScalarString)

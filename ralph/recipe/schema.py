@@ -19,7 +19,6 @@ Finding = tuple[tuple[str | int, ...], bool, str]
 """(data path, locate at the key rather than the value, message)"""
 
 
-
 def schema_text() -> str:
     return resources.files("ralph").joinpath("schemas/recipe.schema.json").read_text("utf-8")
 
@@ -54,9 +53,14 @@ def _explain(error: ValidationError) -> Iterator[Finding]:
     elif isinstance(error.schema, dict) and "x-error" in error.schema:
         yield path, False, f"{_show(error.instance)} {error.schema['x-error']}"
     elif kind == "enum":
-        yield path, False, _enum_message(error.instance, error.validator_value)
+        allowed: Any = error.validator_value
+        yield path, False, _enum_message(error.instance, allowed)
     elif kind == "type":
-        yield path, False, f"expected {_type_name(error.validator_value)}, got {_kind(error.instance)}"
+        yield (
+            path,
+            False,
+            f"expected {_type_name(error.validator_value)}, got {_kind(error.instance)}",
+        )
     elif kind == "propertyNames":
         yield path, True, error.message
     else:
@@ -68,7 +72,7 @@ def _explain_choice(error: ValidationError) -> Iterator[Finding]:
     branches: dict[int, list[ValidationError]] = {}
     for sub in error.context or ():
         branches.setdefault(int(sub.schema_path[0]), []).append(sub)
-    options: Sequence[dict[str, Any]] = error.validator_value
+    options: Any = error.validator_value
     best = _closest_branch(error.instance, options, branches)
     if best is None:
         wanted = " or ".join(dict.fromkeys(_branch_name(o) for o in options))
@@ -117,7 +121,8 @@ def _branch_name(option: dict[str, Any]) -> str:
 
 def _unknown_keys(error: ValidationError, path: tuple[str | int, ...]) -> Iterator[Finding]:
     known = list(error.schema.get("properties", {})) if isinstance(error.schema, dict) else []
-    for key in error.instance:
+    instance: Any = error.instance
+    for key in instance:
         if key in known:
             continue
         if key in SECRET_FIELD_NAMES:
@@ -138,7 +143,8 @@ def _enum_message(instance: Any, allowed: Sequence[Any]) -> str:
 
 def _missing(error: ValidationError) -> str:
     # jsonschema says "'model' is a required property"; the name is the quoted part
-    return error.message.split("'")[1] if "'" in error.message else error.message
+    message = str(error.message)
+    return message.split("'")[1] if "'" in message else message
 
 
 def _generic(error: ValidationError) -> str:
@@ -149,11 +155,11 @@ def _generic(error: ValidationError) -> str:
         "maximum": f"must be at most {limit}, got {_show(value)}",
         "minItems": f"needs at least {limit} item{'s' if limit != 1 else ''}",
         "minProperties": f"needs at least {limit} entr{'ies' if limit != 1 else 'y'}",
-        "maxProperties": f"takes exactly one key, got {len(value) if isinstance(value, dict) else 0}",
+        "maxProperties": "takes exactly one key",
         "minLength": "must not be empty",
         "const": f"must be {_show(limit)}, got {_show(value)}",
     }
-    return messages.get(str(kind), error.message)
+    return messages.get(str(kind), str(error.message))
 
 
 def _show(value: Any) -> str:
@@ -191,10 +197,9 @@ _TYPE_NAMES = {
 
 def _type_name(wanted: Any) -> str:
     if isinstance(wanted, list):
-        return " or ".join(_TYPE_NAMES.get(w, w) for w in wanted)
+        return " or ".join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)
     return _TYPE_NAMES.get(str(wanted), str(wanted))
 
 
 def _kind_of_type(wanted: Any) -> str:
     return {"integer": "a number"}.get(str(wanted), _type_name(wanted))
-

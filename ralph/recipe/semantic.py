@@ -53,7 +53,9 @@ def _secrets(node: Any, path: Key, where: Locator) -> Iterator[Problem]:
     if isinstance(node, dict):
         for key, value in node.items():
             if key in SECRET_FIELD_NAMES:
-                yield where.problem((*path, key), SECRET_MESSAGE.replace("looks like", "is"), at_key=True)
+                yield where.problem(
+                    (*path, key), SECRET_MESSAGE.replace("looks like", "is"), at_key=True
+                )
             else:
                 yield from _secrets(value, (*path, key), where)
     elif isinstance(node, list):
@@ -73,15 +75,20 @@ def _agent_problems(agents: dict[str, Any], where: Locator) -> Iterator[Problem]
         if provider in ("openai", "anthropic"):
             for key in COMMAND_ONLY:
                 if key in agent:
-                    yield where.problem((*path, key), f"'{key}' applies only to provider: command", at_key=True)
+                    yield where.problem(
+                        (*path, key), f"'{key}' applies only to provider: command", at_key=True
+                    )
         sources = [k for k in KEY_SOURCES if k in agent]
         if len(sources) > 1:
             yield where.problem(
-                (*path, sources[1]), f"use one of {', '.join(KEY_SOURCES)}, not {' and '.join(sources)}", at_key=True
+                (*path, sources[1]),
+                f"use one of {', '.join(KEY_SOURCES)}, not {' and '.join(sources)}",
+                at_key=True,
             )
         if isinstance(agent.get("command"), str) and not agent.get("shell"):
             yield where.problem(
-                (*path, "command"), "a command given as one string needs 'shell: true' (or give it as a list)"
+                (*path, "command"),
+                "a command given as one string needs 'shell: true' (or give it as a list)",
             )
         fallback = agent.get("fallback")
         if isinstance(fallback, str):
@@ -101,12 +108,14 @@ def _fallback_cycles(agents: dict[str, Any], where: Locator) -> Iterator[Problem
             if not isinstance(nxt, str) or nxt not in agents or nxt == chain[-1]:
                 break
             if nxt in chain:
-                cycle = chain[chain.index(nxt):]
+                cycle = chain[chain.index(nxt) :]
                 if not reported & set(cycle):
                     reported |= set(cycle)
                     first = min(cycle)
-                    ring = cycle[cycle.index(first):] + cycle[: cycle.index(first)] + [first]
-                    yield where.problem(("agents", first, "fallback"), f"fallback cycle: {' → '.join(ring)}")
+                    ring = cycle[cycle.index(first) :] + cycle[: cycle.index(first)] + [first]
+                    yield where.problem(
+                        ("agents", first, "fallback"), f"fallback cycle: {' → '.join(ring)}"
+                    )
                 break
             chain.append(nxt)
 
@@ -123,7 +132,9 @@ def _task_problems(
         name = task.get("name")
         if isinstance(name, str):
             if name in seen:
-                yield where.problem((*path, "name"), f"duplicate task name '{name}' (also tasks[{seen[name]}])")
+                yield where.problem(
+                    (*path, "name"), f"duplicate task name '{name}' (also tasks[{seen[name]}])"
+                )
             seen.setdefault(name, index)
         agent = task.get("agent")
         if isinstance(agent, str) and agent not in agents:
@@ -138,7 +149,9 @@ def _task_problems(
 def _prompt_source(task: dict[str, Any], path: Key, where: Locator) -> Iterator[Problem]:
     has_prompt, has_file = "prompt" in task, "prompt_file" in task
     if has_prompt and has_file:
-        yield where.problem((*path, "prompt_file"), "give either prompt or prompt_file, not both", at_key=True)
+        yield where.problem(
+            (*path, "prompt_file"), "give either prompt or prompt_file, not both", at_key=True
+        )
     elif not has_prompt and not has_file:
         yield where.problem(path, "missing 'prompt' or 'prompt_file'", at_key=True)
 
@@ -146,26 +159,40 @@ def _prompt_source(task: dict[str, Any], path: Key, where: Locator) -> Iterator[
 def _files(task: dict[str, Any], path: Key, base_dir: Path, where: Locator) -> Iterator[Problem]:
     prompt_file = task.get("prompt_file")
     if isinstance(prompt_file, str) and not (base_dir / prompt_file).is_file():
-        yield where.problem((*path, "prompt_file"), f"prompt file '{prompt_file}' not found (relative to the recipe)")
+        yield where.problem(
+            (*path, "prompt_file"),
+            f"prompt file '{prompt_file}' not found (relative to the recipe)",
+        )
     for_each = task.get("for_each")
     if isinstance(for_each, dict) and isinstance(for_each.get("file"), str):
         file = for_each["file"]
         if not (base_dir / file).is_file():
-            yield where.problem((*path, "for_each", "file"), f"items file '{file}' not found (relative to the recipe)")
+            yield where.problem(
+                (*path, "for_each", "file"),
+                f"items file '{file}' not found (relative to the recipe)",
+            )
         elif "format" not in for_each and Path(file).suffix.lower() not in ITEM_FORMATS:
             yield where.problem(
                 (*path, "for_each", "file"),
-                f"cannot tell the format of '{file}' from its extension; add format: jsonl, csv, yaml or json",
+                f"cannot tell the format of '{file}' from its extension; "
+                "add format: jsonl, csv, yaml or json",
             )
     output = task.get("output")
     if isinstance(output, str) and _escapes(output):
-        yield where.problem((*path, "output"), f"output path '{output}' could leave the output directory (no '..' or absolute paths)")
+        yield where.problem(
+            (*path, "output"),
+            f"output path '{output}' could leave the output directory (no '..' or absolute paths)",
+        )
 
 
 def _escapes(template: str) -> bool:
     literal = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", "x", template)
     parts = re.split(r"[\\/]", literal)
-    return literal.startswith(("/", "\\", "~")) or bool(re.match(r"^[A-Za-z]:", literal)) or ".." in parts
+    return (
+        literal.startswith(("/", "\\", "~"))
+        or bool(re.match(r"^[A-Za-z]:", literal))
+        or ".." in parts
+    )
 
 
 def _regexes(task: dict[str, Any], path: Key, where: Locator) -> Iterator[Problem]:
@@ -177,10 +204,14 @@ def _regexes(task: dict[str, Any], path: Key, where: Locator) -> Iterator[Proble
             for n, pattern in enumerate(_list(spec.get("deny"))):
                 candidates.append((("filters", stage, index, "deny", n), pattern))
             replace = _mapping(spec.get("regex_replace"))
-            candidates.append((("filters", stage, index, "regex_replace", "pattern"), replace.get("pattern")))
+            candidates.append(
+                (("filters", stage, index, "regex_replace", "pattern"), replace.get("pattern"))
+            )
             for sub, pattern in candidates:
                 yield from _regex((*path, *sub), pattern, where)
-    yield from _condition_regexes(_mapping(task.get("loop")).get("until"), (*path, "loop", "until"), where)
+    yield from _condition_regexes(
+        _mapping(task.get("loop")).get("until"), (*path, "loop", "until"), where
+    )
 
 
 def _condition_regexes(condition: Any, path: Key, where: Locator) -> Iterator[Problem]:
@@ -219,7 +250,9 @@ def _templates(
                 yield where.template_problem((*path, key), finding.line, finding.message)
     prompt_file = task.get("prompt_file")
     if isinstance(prompt_file, str):
-        yield from _template_file(base_dir / prompt_file, prompt_file, (*path, "prompt_file"), scope)
+        yield from _template_file(
+            base_dir / prompt_file, prompt_file, (*path, "prompt_file"), scope
+        )
 
 
 def _template_file(file: Path, shown: str, path: Key, scope: Scope) -> Iterator[Problem]:
@@ -233,18 +266,22 @@ def _template_file(file: Path, shown: str, path: Key, scope: Scope) -> Iterator[
         yield Problem(shown, finding.line, 1, dotted(path), finding.message)
 
 
-def _health_problems(data: dict[str, Any], agents: dict[str, Any], where: Locator) -> Iterator[Problem]:
+def _health_problems(
+    data: dict[str, Any], agents: dict[str, Any], where: Locator
+) -> Iterator[Problem]:
     for index, check_spec in enumerate(_list(data.get("health_checks"))):
         agent = _mapping(check_spec).get("agent")
         if isinstance(agent, str) and agent not in agents:
-            yield where.problem(("health_checks", index, "agent"), _unknown("agent", agent, list(agents)))
+            yield where.problem(
+                ("health_checks", index, "agent"), _unknown("agent", agent, list(agents))
+            )
 
 
 def _profile_problems(data: dict[str, Any], where: Locator) -> Iterator[Problem]:
-    known = {
+    known: dict[str, list[str]] = {
         "agents": list(_mapping(data.get("agents"))),
         "vars": list(_mapping(data.get("vars"))),
-        "tasks": [t.get("name") for t in _list(data.get("tasks")) if isinstance(t, dict)],
+        "tasks": [str(t.get("name")) for t in _list(data.get("tasks")) if isinstance(t, dict)],
     }
     for profile, body in _mapping(data.get("profiles")).items():
         for section, names in known.items():

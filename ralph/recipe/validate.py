@@ -100,9 +100,13 @@ def check_file(path: Path, profile: str | None = None, sets: Sequence[str] = ())
     except UsageError as exc:
         return FileReport(display, (Problem(display, 1, 1, "", str(exc)),), None)
     where = Locator(display, source.tree, source.text, profile)
-    problems = [where.problem(p, message, at_key=at_key) for p, at_key, message in schema_findings(data)]
+    problems = [
+        where.problem(p, message, at_key=at_key) for p, at_key, message in schema_findings(data)
+    ]
     problems += semantic_problems(data, path.parent, where)
-    unique = sorted({(p.file, p.line, p.column, p.message): p for p in problems}.values(), key=Problem.sort_key)
+    unique = sorted(
+        {(p.file, p.line, p.column, p.message): p for p in problems}.values(), key=Problem.sort_key
+    )
     if unique:
         return FileReport(display, tuple(unique), None)
     return FileReport(display, (), build_recipe(data, path, profile, sets))

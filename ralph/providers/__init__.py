@@ -1,0 +1,1 @@
+"""Agents' back ends behind one small Protocol; `base` holds the shared types."""

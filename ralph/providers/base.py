@@ -1,0 +1,50 @@
+"""What every provider takes and returns, and how a failed attempt is described.
+
+A provider turns one rendered Request into one Response or raises AttemptError, whose `kind`
+is one of the retry classes a recipe names (`429`, `5xx`, `timeout`, `connection`,
+`invalid_response`) or `fatal` for failures no retry can fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    system: str | None = None
+    model: str | None = None
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Response:
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+class AttemptError(Exception):
+    """One attempt failed; `kind` decides whether it is retried."""
+
+    def __init__(self, kind: str, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+
+
+class Provider(Protocol):
+    async def complete(self, request: Request) -> Response: ...
+
+    async def health(self) -> str | None:
+        """None when the agent can be used, else the reason it cannot."""
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate (about four characters a token), never below one."""
+    return max(1, -(-len(text) // 4))
