@@ -11,12 +11,12 @@ import tempfile
 import traceback
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ralph import __version__
-from ralph.errors import RalphError, RecipeError
+from ralph.errors import RalphError, RecipeError, UsageError
 
 EXIT_INTERRUPTED = 130
 EXIT_BUG = 70
@@ -91,6 +91,162 @@ def schema() -> int:
     from ralph.recipe.schema import schema_text
 
     typer.echo(schema_text(), nl=False)
+    return 0
+
+
+class LogFormat(StrEnum):
+    json = "json"
+    text = "text"
+
+
+@app.command()
+def apply(
+    recipe: Annotated[Path, typer.Argument(help="The recipe to run.")],
+    profile: ProfileOption = None,
+    sets: SetOption = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where outputs go.")] = Path("out"),
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            envvar="RALPH_CACHE_DIR",
+            help="Response cache folder (default: .ralph/cache next to the recipe).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", "-c", min=1, help="Cap on requests in flight, over all agents."
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option("--log-format", help="json or text (default: text on a terminal, else json)."),
+    ] = None,
+    log_file: Annotated[
+        Path | None, typer.Option("--log-file", help="Write logs here instead of stderr.")
+    ] = None,
+    summary_file: Annotated[
+        Path | None, typer.Option("--summary-file", help="Write the run summary as JSON here.")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar; only warnings on stderr.")
+    ] = False,
+) -> int:
+    """Run a recipe: every task in order, within its limits, cached and resumable."""
+    import json
+    from contextlib import nullcontext
+
+    from ralph.cache import default_cache_dir
+    from ralph.observe.logs import close_logging, setup_logging
+    from ralph.observe.report import render_summary
+    from ralph.recipe.validate import load_recipe
+    from ralph.run.engine import RunOptions, run_recipe
+    from ralph.run.outputs import write_atomic
+
+    model = load_recipe(recipe, profile, sets or ())
+    tty = sys.stderr.isatty()
+    fmt = (log_format or (LogFormat.text if tty else LogFormat.json)).value
+    show_progress = tty and not quiet
+    logger = setup_logging(fmt, log_file, quiet=quiet or show_progress)
+    options = RunOptions(
+        out_dir=out,
+        cache_dir=None if no_cache else (cache_dir or default_cache_dir(model.path)),
+        concurrency=concurrency,
+    )
+    progress = _progress() if show_progress else None
+    try:
+        with progress if progress is not None else nullcontext():
+            stats = run_recipe(model, options, logger, progress)
+    finally:
+        close_logging()
+    summary = stats.as_dict()
+    if summary_file is not None:
+        write_atomic(summary_file, json.dumps(summary, indent=2) + "\n")
+    typer.echo(render_summary(summary), err=quiet)
+    return stats.exit_code
+
+
+def _progress() -> Any:
+    from ralph.observe.progress import RichProgress
+
+    return RichProgress()
+
+
+cache_app = typer.Typer(help="The response cache: stats, clear, explain.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+def _cache_dir(recipe: Path | None, cache_dir: Path | None) -> Path:
+    from ralph.cache import default_cache_dir
+
+    if cache_dir is not None:
+        return cache_dir
+    if recipe is None:
+        raise UsageError("name a recipe (its cache is .ralph/cache beside it) or pass --cache-dir")
+    return default_cache_dir(recipe)
+
+
+CacheDirOption = Annotated[
+    Path | None, typer.Option("--cache-dir", envvar="RALPH_CACHE_DIR", help="Cache folder.")
+]
+
+
+@cache_app.command("stats")
+def cache_stats(
+    recipe: Annotated[Path | None, typer.Argument()] = None, cache_dir: CacheDirOption = None
+) -> int:
+    """How many answers the cache holds and how much disk they use."""
+    from ralph.cache import ResponseCache
+
+    cache = ResponseCache(_cache_dir(recipe, cache_dir))
+    try:
+        stats = cache.stats()
+    finally:
+        cache.close()
+    typer.echo(f"{stats['directory']}: {stats['entries']} entries, {stats['size_bytes']} bytes")
+    return 0
+
+
+@cache_app.command("clear")
+def cache_clear(
+    recipe: Annotated[Path | None, typer.Argument()] = None, cache_dir: CacheDirOption = None
+) -> int:
+    """Remove every cached answer."""
+    from ralph.cache import ResponseCache
+
+    cache = ResponseCache(_cache_dir(recipe, cache_dir))
+    try:
+        removed = cache.clear()
+    finally:
+        cache.close()
+    typer.echo(f"removed {removed} entries")
+    return 0
+
+
+@cache_app.command("explain")
+def cache_explain(
+    recipe: Annotated[Path, typer.Argument()],
+    task: Annotated[str, typer.Option("--task", "-t", help="Task name.")],
+    item: Annotated[int, typer.Option("--item", "-i", help="Item index (0-based).")] = 0,
+    profile: ProfileOption = None,
+    sets: SetOption = None,
+    cache_dir: CacheDirOption = None,
+) -> int:
+    """Show what goes into an item's cache key and whether the cache holds it."""
+    import json
+
+    from ralph.explain import explain_item
+    from ralph.recipe.validate import load_recipe
+
+    model = load_recipe(recipe, profile, sets or ())
+    for entry in explain_item(model, task, item, _cache_dir(recipe, cache_dir)):
+        held = "cached" if entry.present else "not cached"
+        typer.echo(f"agent {entry.agent}: key {entry.key[:12]} ({held})")
+        typer.echo(json.dumps(entry.parts, indent=2, ensure_ascii=False, default=list))
     return 0
 
 

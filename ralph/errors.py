@@ -46,3 +46,15 @@ class RecipeError(RalphError):
         what = first.message if first else "invalid recipe"
         more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
         super().__init__(f"{where}{what}{more}")
+
+
+class ConfigError(RalphError):
+    """The environment a run needs is missing: an API key, a writable directory, ..."""
+
+
+class ItemsError(RalphError):
+    """An items file cannot be read; the message names the file and line."""
+
+    def __init__(self, file: str, line: int, message: str) -> None:
+        super().__init__(f"{file}:{line}: {message}")
+        self.file, self.line = file, line

@@ -31,10 +31,18 @@ class Response:
 class AttemptError(Exception):
     """One attempt failed; `kind` decides whether it is retried."""
 
-    def __init__(self, kind: str, message: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        quota_exhausted: bool = False,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after_s = retry_after_s
+        self.quota_exhausted = quota_exhausted
 
 
 class Provider(Protocol):

@@ -1,0 +1,101 @@
+"""The response cache: content-addressed answers in diskcache, so nothing is paid for twice.
+
+The key is a hash of exactly what decides the answer (provider, base_url, model, params,
+system, rendered prompt) and never of credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ralph.providers.base import Request, Response
+from ralph.recipe.model import Agent
+
+CACHE_DIR_ENV = "RALPH_CACHE_DIR"
+
+
+def default_cache_dir(recipe_path: Path) -> Path:
+    override = os.environ.get(CACHE_DIR_ENV)
+    return Path(override) if override else recipe_path.resolve().parent / ".ralph" / "cache"
+
+
+def key_parts(agent: Agent, request: Request) -> dict[str, Any]:
+    """Everything that goes into an item's key, in the order `cache explain` shows it."""
+    parts: dict[str, Any] = {
+        "provider": agent.provider,
+        "base_url": agent.base_url,
+        "model": request.model,
+        "params": dict(request.params),
+        "system": request.system,
+        "prompt": request.prompt,
+    }
+    if agent.provider == "command":
+        parts["command"] = agent.command
+        parts["workdir"] = str(agent.workdir)
+    return parts
+
+
+def cache_key(agent: Agent, request: Request) -> str:
+    canonical = json.dumps(
+        key_parts(agent, request), sort_keys=True, ensure_ascii=False, default=list
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    response: Response
+    agent: str
+    ttl_s: float | None
+
+
+class ResponseCache:
+    """A diskcache.Cache of answers; writes are batched into one transaction per flush."""
+
+    def __init__(self, directory: Path) -> None:
+        import diskcache
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self._cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**40)
+
+    def get(self, key: str) -> tuple[Response, str] | None:
+        value = self._cache.get(key)
+        if not isinstance(value, Mapping):
+            return None
+        response = Response(value["text"], value["input_tokens"], value["output_tokens"])
+        return response, str(value.get("agent", ""))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._cache
+
+    def put_many(self, entries: Iterable[Entry]) -> None:
+        with self._cache.transact():
+            for entry in entries:
+                value = {
+                    "text": entry.response.text,
+                    "input_tokens": entry.response.input_tokens,
+                    "output_tokens": entry.response.output_tokens,
+                    "agent": entry.agent,
+                }
+                self._cache.set(entry.key, value, expire=entry.ttl_s)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "entries": len(self._cache),
+            "size_bytes": self._cache.volume(),
+        }
+
+    def clear(self) -> int:
+        return int(self._cache.clear())
+
+    def close(self) -> None:
+        self._cache.close()

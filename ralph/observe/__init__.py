@@ -1,0 +1,1 @@
+"""What a run tells: logs, progress, and the summary."""

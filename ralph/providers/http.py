@@ -1,0 +1,77 @@
+"""What the HTTP providers share: one POST/GET and the mapping of failures to retry classes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+
+from ralph.providers.base import AttemptError
+from ralph.run.retry import parse_retry_after
+
+_QUOTA_CODES = ("insufficient_quota", "quota_exceeded", "billing_hard_limit_reached")
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    timeout: aiohttp.ClientTimeout,
+) -> Any:
+    """The JSON of a 2xx answer; any other outcome raises AttemptError with its retry class."""
+    try:
+        async with session.request(
+            method, url, data=body, headers=headers, timeout=timeout
+        ) as resp:
+            raw = await resp.read()
+            if resp.status >= 300:
+                raise _status_error(resp.status, resp.headers.get("Retry-After"), raw)
+    except TimeoutError:
+        raise AttemptError("timeout", f"no answer within {timeout.total:g}s") from None
+    except aiohttp.ClientError as exc:
+        raise AttemptError("connection", f"connection failed: {exc.__class__.__name__}") from None
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise AttemptError("invalid_response", "the answer is not JSON") from None
+
+
+def _status_error(status: int, retry_after: str | None, raw: bytes) -> AttemptError:
+    message = _api_message(raw) or f"HTTP {status}"
+    if status == 429:
+        quota = any(code in raw.decode("utf-8", "replace") for code in _QUOTA_CODES)
+        return AttemptError(
+            "429",
+            f"HTTP 429: {message}",
+            retry_after_s=parse_retry_after(retry_after),
+            quota_exhausted=quota,
+        )
+    if status >= 500:
+        return AttemptError(
+            "5xx", f"HTTP {status}: {message}", retry_after_s=parse_retry_after(retry_after)
+        )
+    if status == 408:
+        return AttemptError("timeout", f"HTTP 408: {message}")
+    if status == 409:
+        # a conflict is transient on the providers that send it (a lock, a replica catching up)
+        return AttemptError("5xx", f"HTTP 409: {message}")
+    return AttemptError("fatal", f"HTTP {status}: {message}")
+
+
+def _api_message(raw: bytes) -> str | None:
+    """The provider's own error text: OpenAI `error.message`, Anthropic `error.message`."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])[:500]
+    return None
+
+
+def invalid(what: str) -> AttemptError:
+    return AttemptError("invalid_response", f"the answer has no {what}")

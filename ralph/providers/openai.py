@@ -1,0 +1,54 @@
+"""OpenAI-compatible chat completions: OpenAI, vLLM, Ollama, LiteLLM, Azure-style base URLs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+
+from ralph.keys import Secret
+from ralph.providers.base import Request, Response
+from ralph.providers.http import invalid, send
+from ralph.recipe.model import Agent
+
+
+class OpenAIProvider:
+    def __init__(self, agent: Agent, key: Secret | None, session: aiohttp.ClientSession) -> None:
+        self.agent = agent
+        self.session = session
+        self.url = f"{(agent.base_url or '').rstrip('/')}/chat/completions"
+        self.headers = {"Content-Type": "application/json"}
+        if key is not None:
+            self.headers["Authorization"] = f"Bearer {key.value}"
+        self.timeout = aiohttp.ClientTimeout(total=agent.timeout_s)
+
+    def body(self, request: Request) -> dict[str, Any]:
+        messages = [{"role": "user", "content": request.prompt}]
+        if request.system:
+            messages.insert(0, {"role": "system", "content": request.system})
+        return {**request.params, "model": request.model, "messages": messages}
+
+    async def complete(self, request: Request) -> Response:
+        payload = json.dumps(self.body(request)).encode()
+        data = await send(self.session, "POST", self.url, self.headers, payload, self.timeout)
+        try:
+            text = data["choices"][0]["message"]["content"]
+            usage = data.get("usage") or {}
+        except (KeyError, IndexError, TypeError):
+            raise invalid("choices[0].message.content") from None
+        if not isinstance(text, str):
+            raise invalid("text content")
+        return Response(
+            text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        )
+
+    async def health(self) -> str | None:
+        from ralph.providers.base import AttemptError
+
+        url = f"{(self.agent.base_url or '').rstrip('/')}/models"
+        try:
+            await send(self.session, "GET", url, self.headers, None, self.timeout)
+        except AttemptError as exc:
+            return str(exc)
+        return None

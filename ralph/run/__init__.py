@@ -1,0 +1,1 @@
+"""Executing a recipe: scheduling, limits, retries and outputs."""

@@ -1,0 +1,37 @@
+"""An agent during a run: its provider, its in-flight cap, its pacing and whether it is spent."""
+
+from __future__ import annotations
+
+from ralph.providers.base import Provider
+from ralph.recipe.model import Agent
+from ralph.run.limits import AdaptiveLimit, Pacer
+
+DEFAULT_WORST_OUTPUT_TOKENS = 4096
+"""Worst-case answer length assumed for budgets when an agent sets no params.max_tokens."""
+
+
+class AgentRuntime:
+    def __init__(self, agent: Agent, provider: Provider, cap: int | None) -> None:
+        self.agent = agent
+        self.provider = provider
+        self.limit = AdaptiveLimit(min(agent.concurrency, cap) if cap else agent.concurrency)
+        rate = agent.rate_limit
+        self._requests = Pacer(rate.requests_per_minute) if rate.requests_per_minute else None
+        self._tokens = Pacer(rate.tokens_per_minute) if rate.tokens_per_minute else None
+        self.exhausted: str | None = None
+        max_tokens = agent.params.get("max_tokens")
+        self.worst_output = (
+            max_tokens if isinstance(max_tokens, int) else DEFAULT_WORST_OUTPUT_TOKENS
+        )
+
+    async def pace(self, tokens: int) -> None:
+        if self._requests is not None:
+            await self._requests.acquire()
+        if self._tokens is not None:
+            await self._tokens.acquire(tokens)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        pricing = self.agent.pricing
+        return (
+            input_tokens * pricing.input_per_mtok + output_tokens * pricing.output_per_mtok
+        ) / 1e6

@@ -1,0 +1,210 @@
+"""Running a recipe: keys checked first, one HTTP session, tasks in order, a clean stop.
+
+Ctrl-C once stops starting work, cancels what is in flight and flushes what is done;
+twice exits at once (every file is written atomically, so nothing is half-written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ralph.cache import ResponseCache
+from ralph.keys import Secret, resolve_key
+from ralph.observe.summary import EXIT_INTERRUPTED, AgentStats, RunStats, TaskStats
+from ralph.providers import HTTP_PROVIDERS, PROVIDERS
+from ralph.recipe.model import Recipe
+from ralph.run.agents import AgentRuntime
+from ralph.run.limits import Budget
+
+if TYPE_CHECKING:
+    import aiohttp
+
+
+class Progress(Protocol):
+    def advance(self, task: str, outcome: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out_dir: Path
+    cache_dir: Path | None = None
+    concurrency: int | None = None
+    seed: int | None = None
+
+
+class Engine:
+    def __init__(
+        self,
+        recipe: Recipe,
+        options: RunOptions,
+        logger: logging.Logger,
+        progress: Progress | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.options = options
+        self.logger = logger
+        self.progress = progress
+        self.stats = RunStats(
+            recipe=str(recipe.path), profile=recipe.profile, overrides=recipe.overrides
+        )
+        self.budget = Budget(recipe.limits)
+        self.rng = random.Random(options.seed)
+        self.outputs: dict[str, Any] = {}
+        self.keeps_answers = _any_template_uses_outputs(recipe)
+        self.cache: ResponseCache | None = None
+        self.runtimes: dict[str, AgentRuntime] = {}
+        self.workers: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self._interrupts = 0
+
+    def chain(self, name: str) -> list[AgentRuntime]:
+        """The agent and its fallbacks, in order."""
+        chain: list[AgentRuntime] = []
+        current: str | None = name
+        while current is not None and all(rt.agent.name != current for rt in chain):
+            chain.append(self.runtimes[current])
+            current = self.recipe.agents[current].fallback
+        return chain
+
+    def agent_stats(self, runtime: AgentRuntime) -> AgentStats:
+        agent = runtime.agent
+        return self.stats.agents.setdefault(agent.name, AgentStats(agent.provider, agent.model))
+
+    def new_task_stats(self) -> TaskStats:
+        return TaskStats()
+
+    def stop_by(self, limit: str) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.stats.stopped_by = limit
+            self.logger.warning("run_stopped", extra={"status": limit})
+
+    def progress_advance(self, task: str, outcome: str) -> None:
+        if self.progress is not None:
+            self.progress.advance(task, outcome)
+
+    def prompt_hash(self, prompt: str) -> str:
+        return hashlib.sha256(prompt.encode()).hexdigest()[:12]
+
+    def interrupt(self) -> None:
+        self._interrupts += 1
+        if self._interrupts > 1:
+            os._exit(EXIT_INTERRUPTED)
+        self.stats.interrupted = True
+        self.stopping = True
+        for worker in self.workers:
+            worker.cancel()
+
+    async def run(self) -> RunStats:
+        """Run every task in order; the stats say how it ended (and so the exit code)."""
+        from ralph.run.task import TaskRun
+
+        used = _agents_used(self.recipe)
+        keys = {name: resolve_key(self.recipe.agents[name]) for name in used}
+        self.options.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.options.cache_dir is not None:
+            self.cache = ResponseCache(self.options.cache_dir)
+        loop = asyncio.get_running_loop()
+        with _on_sigint(loop, self.interrupt):
+            session = (
+                _session(self.recipe, used, self.options) if used & _http(self.recipe) else None
+            )
+            try:
+                self.runtimes = {name: self._runtime(name, keys[name], session) for name in used}
+                deadline = asyncio.create_task(self._watch_runtime())
+                try:
+                    for task in self.recipe.tasks:
+                        if self.stopping:
+                            break
+                        await TaskRun(self, task).run()
+                finally:
+                    deadline.cancel()
+            finally:
+                if session is not None:
+                    await session.close()
+                if self.cache is not None:
+                    self.cache.close()
+        self.stats.wall_s = time.monotonic() - self.stats.started
+        return self.stats
+
+    def _runtime(
+        self, name: str, key: Secret | None, session: aiohttp.ClientSession | None
+    ) -> AgentRuntime:
+        agent = self.recipe.agents[name]
+        provider = PROVIDERS[agent.provider](agent, key, session)
+        return AgentRuntime(agent, provider, self.options.concurrency)
+
+    async def _watch_runtime(self) -> None:
+        remaining = self.budget.remaining_s()
+        if remaining is None:
+            return
+        await asyncio.sleep(max(0.0, remaining))
+        self.stop_by("max_runtime")
+
+
+def _agents_used(recipe: Recipe) -> set[str]:
+    used: set[str] = set()
+    for task in recipe.tasks:
+        current: str | None = task.agent
+        while current is not None and current not in used:
+            used.add(current)
+            current = recipe.agents[current].fallback
+    return used
+
+
+def _http(recipe: Recipe) -> set[str]:
+    return {name for name, agent in recipe.agents.items() if agent.provider in HTTP_PROVIDERS}
+
+
+def _session(recipe: Recipe, used: set[str], options: RunOptions) -> aiohttp.ClientSession:
+    """One pooled session for the run, its connection pool sized to the agents' concurrency."""
+    import aiohttp
+
+    total = sum(recipe.agents[name].concurrency for name in used & _http(recipe))
+    limit = min(total, options.concurrency) if options.concurrency else total
+    connector = aiohttp.TCPConnector(
+        limit=max(1, limit), limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
+    )
+    return aiohttp.ClientSession(connector=connector, raise_for_status=False, trust_env=False)
+
+
+def _any_template_uses_outputs(recipe: Recipe) -> bool:
+    # answers are kept in memory only when a later task can read them
+    for task in recipe.tasks[1:]:
+        sources = [task.prompt, task.system, task.output]
+        if task.prompt_file is not None and task.prompt_file.is_file():
+            sources.append(task.prompt_file.read_text("utf-8", errors="replace"))
+        if any(s and "outputs" in s for s in sources):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _on_sigint(loop: asyncio.AbstractEventLoop, handler: Any) -> Iterator[None]:
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+    except (NotImplementedError, RuntimeError):  # not the main thread: leave Ctrl-C alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def run_recipe(
+    recipe: Recipe, options: RunOptions, logger: logging.Logger, progress: Progress | None = None
+) -> RunStats:
+    """Run a recipe to the end (or to a stop) and return how it went."""
+    return asyncio.run(Engine(recipe, options, logger, progress).run())

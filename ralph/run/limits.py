@@ -1,0 +1,129 @@
+"""Budgets enforced before the spend, pacing that never bursts, and adaptive concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from ralph.recipe.model import Limits
+
+
+@dataclass
+class Reservation:
+    tokens: int
+    cost_usd: float
+
+
+class Budget:
+    """Run-wide limits: a request first reserves its worst case and is refused if that could
+    cross a limit, so `max_cost_usd: 5` is never exceeded, not merely noticed afterwards."""
+
+    def __init__(self, limits: Limits, started: float | None = None) -> None:
+        self.limits = limits
+        self.started = time.monotonic() if started is None else started
+        self.requests = 0
+        self.tokens = 0
+        self.cost_usd = 0.0
+        self._reserved_tokens = 0
+        self._reserved_cost = 0.0
+        self.stopped: str | None = None
+
+    def reserve(self, tokens: int, cost_usd: float) -> Reservation | None:
+        """Claim room for one request, or None (and `stopped` says which limit) when out."""
+        if self.stopped is None:
+            self.stopped = self._exceeded(tokens, cost_usd)
+        if self.stopped is not None:
+            return None
+        self.requests += 1
+        self._reserved_tokens += tokens
+        self._reserved_cost += cost_usd
+        return Reservation(tokens, cost_usd)
+
+    def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
+        """Replace a reservation by what the request really used."""
+        self._reserved_tokens -= reservation.tokens
+        self._reserved_cost -= reservation.cost_usd
+        self.tokens += tokens
+        self.cost_usd += cost_usd
+
+    def stop(self, reason: str) -> None:
+        if self.stopped is None:
+            self.stopped = reason
+
+    def remaining_s(self) -> float | None:
+        if self.limits.max_runtime_s is None:
+            return None
+        return self.limits.max_runtime_s - (time.monotonic() - self.started)
+
+    def _exceeded(self, tokens: int, cost_usd: float) -> str | None:
+        limits = self.limits
+        if limits.max_requests is not None and self.requests + 1 > limits.max_requests:
+            return "max_requests"
+        committed_tokens = self.tokens + self._reserved_tokens + tokens
+        if limits.max_tokens is not None and committed_tokens > limits.max_tokens:
+            return "max_tokens"
+        committed_cost = self.cost_usd + self._reserved_cost + cost_usd
+        if limits.max_cost_usd is not None and committed_cost > limits.max_cost_usd + 1e-12:
+            return "max_cost_usd"
+        remaining = self.remaining_s()
+        if remaining is not None and remaining <= 0:
+            return "max_runtime"
+        return None
+
+
+class Pacer:
+    """Spaces acquisitions evenly at `per_minute` units a minute (GCRA): never a burst, so no
+    60-second window ever holds more than the limit."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.interval = 60.0 / per_minute
+        self._next = 0.0
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        now = time.monotonic()
+        start = max(now, self._next)
+        self._next = start + amount * self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class AdaptiveLimit:
+    """In-flight cap for one agent that halves on a 429 and grows back by one per round of
+    successes, so a run settles just under the provider's real limit."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.limit = ceiling
+        self.in_flight = 0
+        self._successes = 0
+        self._cooldown_until = 0.0
+        self._changed = asyncio.Condition()
+
+    async def __aenter__(self) -> AdaptiveLimit:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._changed:
+            self.in_flight -= 1
+            self._changed.notify_all()
+
+    def on_rate_limited(self) -> None:
+        # the requests already in flight saw the same limit: shrink once per round, not per 429
+        now = time.monotonic()
+        if now < self._cooldown_until:
+            return
+        self.limit = max(1, self.limit // 2)
+        self._successes = 0
+        self._cooldown_until = now + 1.0
+
+    def on_success(self) -> None:
+        if self.limit >= self.ceiling:
+            return
+        self._successes += 1
+        if self._successes >= self.limit:
+            self._successes = 0
+            self.limit += 1

@@ -1,0 +1,75 @@
+"""Writing answers so that a crash or Ctrl-C never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class OutputPathError(ValueError):
+    """A rendered output path would land outside the output directory."""
+
+
+def safe_output_path(out_dir: Path, rendered: str) -> Path:
+    """`rendered` resolved under `out_dir`, or OutputPathError if it would leave it."""
+    relative = Path(rendered.strip())
+    if relative.is_absolute() or not rendered.strip():
+        raise OutputPathError(f"output path '{rendered}' must be relative to the output directory")
+    root = out_dir.resolve()
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise OutputPathError(f"output path '{rendered}' leaves the output directory")
+    return target
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(temp).replace(path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class OrderedJsonl:
+    """`<out>/<task>.jsonl`, one line per item in item order, though items finish out of order.
+
+    Lines go to a `.part` file that replaces the target only when the task is finished, so the
+    target is always a complete file from some run.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._part = path.with_name(path.name + ".part")
+        self._handle: TextIO = self._part.open("w", encoding="utf-8")
+        self._pending: dict[int, dict[str, Any] | None] = {}
+        self._next = 0
+
+    def add(self, index: int, record: dict[str, Any] | None) -> None:
+        """Record item `index`; None marks an item that gets no line (never started)."""
+        self._pending[index] = record
+        while self._next in self._pending:
+            self._write(self._pending.pop(self._next))
+            self._next += 1
+
+    def close(self) -> None:
+        """Write what is still held back (after gaps from a stop) and publish the file."""
+        if self._handle.closed:
+            return
+        for index in sorted(self._pending):
+            self._write(self._pending[index])
+        self._pending.clear()
+        self._handle.close()
+        self._part.replace(self.path)
+
+    def _write(self, record: dict[str, Any] | None) -> None:
+        if record is not None:
+            self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")

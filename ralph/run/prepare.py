@@ -1,0 +1,92 @@
+"""From a task and one item to what will be sent: templates compiled once, rendered per item."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ralph.filters import INPUT_FILTERS, Refused, apply_filters
+from ralph.items import item_key
+from ralph.providers.base import Request
+from ralph.recipe.model import Agent, Recipe, Task
+from ralph.templates import compile_template, render
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+
+
+class ItemRejected(Exception):
+    """This item cannot be sent (a template failed, a filter refused it, a limit on its size)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    index: int
+    key: str
+    item: Any
+    prompt: str
+    system: str | None
+    output: str | None
+
+    def request(self, agent: Agent) -> Request:
+        return Request(
+            prompt=self.prompt, system=self.system, model=agent.model, params=agent.params
+        )
+
+
+class Preparer:
+    """Renders a task's templates for each item; compiled once per task, not once per item."""
+
+    def __init__(self, recipe: Recipe, task: Task, outputs: Mapping[str, Any]) -> None:
+        self.task = task
+        self.max_prompt_chars = recipe.limits.max_prompt_chars
+        self._base = {"vars": _thaw(recipe.vars), "task": task.name, "outputs": outputs}
+        prompt = task.prompt if task.prompt is not None else _read(task)
+        self._prompt = compile_template(prompt)
+        self._system = compile_template(task.system) if task.system is not None else None
+        self._output = compile_template(task.output) if task.output is not None else None
+
+    def prepare(self, index: int, item: Any) -> Prepared:
+        context = {**self._base, "item": item}
+        prompt = self._render(self._prompt, context, "prompt")
+        system = self._render(self._system, context, "system") if self._system else None
+        output = self._render(self._output, context, "output") if self._output else None
+        try:
+            prompt = apply_filters(prompt, self.task.input_filters, INPUT_FILTERS)
+        except Refused as exc:
+            raise ItemRejected(str(exc)) from None
+        if self.max_prompt_chars is not None and len(prompt) > self.max_prompt_chars:
+            raise ItemRejected(
+                f"prompt has {len(prompt)} characters, more than limits.max_prompt_chars "
+                f"{self.max_prompt_chars}"
+            )
+        return Prepared(index, item_key(item, index), item, prompt, system, output)
+
+    def _render(self, template: Template, context: dict[str, Any], field: str) -> str:
+        from jinja2 import TemplateError
+
+        try:
+            return render(template, context)
+        except TemplateError as exc:
+            line = getattr(exc, "lineno", None)
+            where = f" line {line}" if line else ""
+            raise ItemRejected(f"task '{self.task.name}' {field}{where}: {exc}") from None
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise ItemRejected(
+                f"task '{self.task.name}' {field}: {exc.__class__.__name__}: {exc}"
+            ) from None
+
+
+def _read(task: Task) -> str:
+    assert task.prompt_file is not None
+    return task.prompt_file.read_text("utf-8")
+
+
+def _thaw(value: Any) -> Any:
+    """Plain dicts and lists render faster than read-only views and print as users wrote them."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value

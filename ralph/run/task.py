@@ -1,0 +1,348 @@
+"""One task of a run: a bounded pool of workers pulling items from a stream.
+
+Workers never outnumber the agents' concurrency, so memory stays flat for a million items.
+Finished answers are flushed in batches: the cache first, in one transaction, then the
+outputs, so an item whose output exists is always in the cache too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ralph.cache import Entry, cache_key
+from ralph.filters import OUTPUT_FILTERS, apply_filters
+from ralph.items import iter_items
+from ralph.observe.logs import event
+from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
+from ralph.recipe.model import Task
+from ralph.run.agents import AgentRuntime
+from ralph.run.outputs import OrderedJsonl, OutputPathError, safe_output_path, write_atomic
+from ralph.run.prepare import ItemRejected, Prepared, Preparer
+from ralph.run.retry import backoff_s, is_retryable
+
+if TYPE_CHECKING:
+    from ralph.run.engine import Engine
+
+FLUSH_EVERY = 64
+FLUSH_INTERVAL_S = 0.05
+
+
+class _Stopped:
+    """A run limit or Ctrl-C stopped the item before it was sent."""
+
+
+STOPPED = _Stopped()
+
+
+@dataclass(frozen=True)
+class Done:
+    prepared: Prepared
+    agent: str
+    text: str
+    response: Response
+    key: str | None
+    cached: bool
+
+
+class TaskRun:
+    def __init__(self, engine: Engine, task: Task) -> None:
+        self.engine = engine
+        self.task = task
+        self.stats = engine.stats.tasks.setdefault(task.name, engine.new_task_stats())
+        self.preparer = Preparer(engine.recipe, task, engine.outputs)
+        self.chain = engine.chain(task.agent)
+        self.items: Iterator[tuple[int, Any]] = enumerate(
+            iter_items(task.items) if task.items is not None else iter([None])
+        )
+        self.use_cache = engine.cache is not None and task.cache.enabled
+        self.jsonl = (
+            OrderedJsonl(engine.options.out_dir / f"{task.name}.jsonl")
+            if task.output is None
+            else None
+        )
+        self.answers: dict[int | str, str] = {}
+        self._pending: list[Done] = []
+        self.log = engine.logger
+
+    async def run(self) -> None:
+        count = min(
+            sum(rt.limit.ceiling for rt in self.chain), self.engine.options.concurrency or 10**9
+        )
+        workers = [asyncio.create_task(self._worker()) for _ in range(max(1, count))]
+        self.engine.workers.update(workers)
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            results = await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            self.engine.workers.difference_update(workers)
+            flusher.cancel()
+            self.flush()
+            if self.jsonl is not None:
+                self.jsonl.close()
+            self._publish_answers()
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+    async def _worker(self) -> None:
+        while not self.engine.stopping:
+            try:
+                index, item = next(self.items)
+            except StopIteration:
+                return
+            self.stats.items += 1
+            await self._process(index, item)
+
+    async def _process(self, index: int, item: Any) -> None:
+        try:
+            prepared = self.preparer.prepare(index, item)
+            if prepared.output is not None:
+                safe_output_path(self.engine.options.out_dir, prepared.output)
+        except (ItemRejected, OutputPathError) as exc:
+            self._fail(index, item, str(exc))
+            return
+        requests = [(rt, prepared.request(rt.agent)) for rt in self.chain]
+        keys = [cache_key(rt.agent, req) if self.use_cache else None for rt, req in requests]
+        if self._from_cache(prepared, requests, keys):
+            return
+        reason = "no agent available"
+        for (rt, request), key in zip(requests, keys, strict=True):
+            if rt.exhausted is not None:
+                reason = f"agent '{rt.agent.name}' is exhausted: {rt.exhausted}"
+                continue
+            outcome = await self._attempts(rt, request, prepared)
+            if isinstance(outcome, tuple):
+                self._succeed(Done(prepared, rt.agent.name, outcome[0], outcome[1], key, False))
+                return
+            if outcome is STOPPED:
+                self._not_started(index)
+                return
+            reason = str(outcome)
+        self._fail(index, item, reason)
+
+    def _from_cache(
+        self,
+        prepared: Prepared,
+        requests: list[tuple[AgentRuntime, Request]],
+        keys: list[str | None],
+    ) -> bool:
+        assert self.engine.cache is not None or not self.use_cache
+        for (rt, _), key in zip(requests, keys, strict=True):
+            hit = self.engine.cache.get(key) if key is not None and self.engine.cache else None
+            if hit is None:
+                continue
+            try:
+                text = apply_filters(hit[0].text, self.task.output_filters, OUTPUT_FILTERS)
+            except AttemptError:
+                continue  # the filters changed since it was cached; ask again
+            self.engine.agent_stats(rt).cache_hits += 1
+            event(
+                self.log,
+                logging.INFO,
+                "cache_hit",
+                task=self.task.name,
+                item=prepared.key,
+                agent=rt.agent.name,
+                cache="hit",
+                cache_key=key[:12] if key else None,
+            )
+            self._succeed(Done(prepared, rt.agent.name, text, hit[0], key, True))
+            return True
+        return False
+
+    async def _attempts(
+        self, rt: AgentRuntime, request: Request, prepared: Prepared
+    ) -> tuple[str, Response] | str | _Stopped:
+        engine, policy = self.engine, rt.agent.retries
+        estimate = estimate_tokens(request.prompt) + (
+            estimate_tokens(request.system) if request.system else 0
+        )
+        for attempt in range(1, policy.attempts + 1):
+            if engine.stopping:
+                return STOPPED
+            reservation = engine.budget.reserve(
+                estimate + rt.worst_output, rt.cost(estimate, rt.worst_output)
+            )
+            if reservation is None:
+                engine.stop_by(engine.budget.stopped or "limit")
+                return STOPPED
+            started = time.perf_counter()
+            response: Response | None = None
+            try:
+                async with rt.limit:
+                    await rt.pace(estimate + rt.worst_output)
+                    started = time.perf_counter()
+                    response = await rt.provider.complete(request)
+                text = apply_filters(response.text, self.task.output_filters, OUTPUT_FILTERS)
+            except AttemptError as error:
+                used = (response.input_tokens, response.output_tokens) if response else (0, 0)
+                engine.budget.settle(reservation, sum(used), rt.cost(*used))
+                self._record_attempt(rt, prepared, attempt, started, response, error)
+                decision = await self._after_failure(rt, error, attempt)
+                if decision is not None:
+                    return decision
+                continue
+            cost = rt.cost(response.input_tokens, response.output_tokens)
+            engine.budget.settle(reservation, response.input_tokens + response.output_tokens, cost)
+            rt.limit.on_success()
+            self._record_attempt(rt, prepared, attempt, started, response, None)
+            return text, response
+        return "retries exhausted"
+
+    async def _after_failure(
+        self, rt: AgentRuntime, error: AttemptError, attempt: int
+    ) -> str | _Stopped | None:
+        """None to try again (after waiting), else why this agent gives up on the item."""
+        engine, policy = self.engine, rt.agent.retries
+        if error.kind == "429":
+            rt.limit.on_rate_limited()
+            max_wait = engine.recipe.limits.max_retry_wait_s
+            if error.quota_exhausted or (error.retry_after_s or 0) > max_wait:
+                rt.exhausted = (
+                    str(error)
+                    if error.quota_exhausted
+                    else f"Retry-After {error.retry_after_s:g}s exceeds max_retry_wait"
+                )
+                return f"agent '{rt.agent.name}' is exhausted: {rt.exhausted}"
+        if not is_retryable(error.kind, policy) or attempt >= policy.attempts:
+            suffix = f" after {attempt} attempts" if attempt > 1 else ""
+            return f"{error}{suffix}"
+        engine.agent_stats(rt).retries[error.kind] += 1
+        wait = (
+            error.retry_after_s
+            if error.retry_after_s is not None
+            else backoff_s(policy, attempt, engine.rng)
+        )
+        remaining = engine.budget.remaining_s()
+        if remaining is not None and wait >= remaining:
+            engine.stop_by("max_runtime")
+            return STOPPED
+        await asyncio.sleep(wait)
+        return None
+
+    def _record_attempt(
+        self,
+        rt: AgentRuntime,
+        prepared: Prepared,
+        attempt: int,
+        started: float,
+        response: Response | None,
+        error: AttemptError | None,
+    ) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        stats = self.engine.agent_stats(rt)
+        stats.requests += 1
+        stats.latencies_ms.append(latency_ms)
+        tokens_in = response.input_tokens if response else 0
+        tokens_out = response.output_tokens if response else 0
+        cost = rt.cost(tokens_in, tokens_out)
+        stats.input_tokens += tokens_in
+        stats.output_tokens += tokens_out
+        stats.cost_usd += cost
+        agent = rt.agent
+        event(
+            self.log,
+            logging.WARNING if error else logging.INFO,
+            "attempt",
+            task=self.task.name,
+            item=prepared.key,
+            agent=agent.name,
+            provider=agent.provider,
+            model=agent.model,
+            attempt=attempt,
+            status=error.kind if error else "ok",
+            latency_ms=round(latency_ms, 1),
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cost_usd=round(cost, 8),
+            cache="miss",
+            prompt_chars=len(prepared.prompt),
+            prompt_sha=self.engine.prompt_hash(prepared.prompt),
+            error=str(error) if error else None,
+        )
+
+    def _succeed(self, done: Done) -> None:
+        self.stats.done += 1
+        if done.cached:
+            self.stats.cached += 1
+        self.engine.progress_advance(self.task.name, "cached" if done.cached else "done")
+        self._pending.append(done)
+        if len(self._pending) >= FLUSH_EVERY:
+            self.flush()
+
+    def _fail(self, index: int, item: Any, reason: str) -> None:
+        self.stats.failed += 1
+        self.stats.failures[reason] += 1
+        self.engine.progress_advance(self.task.name, "failed")
+        event(
+            self.log,
+            logging.ERROR,
+            "item_failed",
+            task=self.task.name,
+            item=str(index),
+            error=reason,
+        )
+        if self.jsonl is not None:
+            self.jsonl.add(
+                index, {"index": index, "item": item, "status": "failed", "error": reason}
+            )
+
+    def _not_started(self, index: int) -> None:
+        self.stats.items -= 1
+        if self.jsonl is not None:
+            self.jsonl.add(index, None)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            self.flush()
+
+    def flush(self) -> None:
+        """Cache first, in one transaction; then outputs: an item with an output is cached."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        cache = self.engine.cache
+        if cache is not None and self.use_cache:
+            ttl = self.task.cache.ttl_s
+            cache.put_many(
+                Entry(d.key, d.response, d.agent, ttl) for d in pending if not d.cached and d.key
+            )
+        for done in pending:
+            self._write(done)
+
+    def _write(self, done: Done) -> None:
+        prepared = done.prepared
+        if self.engine.keeps_answers:
+            self.answers[
+                prepared.key if prepared.key != str(prepared.index) else prepared.index
+            ] = done.text
+        if prepared.output is not None:
+            write_atomic(safe_output_path(self.engine.options.out_dir, prepared.output), done.text)
+        if self.jsonl is not None:
+            self.jsonl.add(
+                prepared.index,
+                {
+                    "index": prepared.index,
+                    "item": prepared.item,
+                    "answer": done.text,
+                    "status": "cached" if done.cached else "done",
+                    "agent": done.agent,
+                    "usage": {
+                        "input_tokens": done.response.input_tokens,
+                        "output_tokens": done.response.output_tokens,
+                    },
+                    "cache_key": done.key[:12] if done.key else None,
+                },
+            )
+
+    def _publish_answers(self) -> None:
+        if self.task.items is None:
+            self.engine.outputs[self.task.name] = next(iter(self.answers.values()), None)
+        else:
+            self.engine.outputs[self.task.name] = self.answers
