@@ -166,7 +166,7 @@ def apply(
     summary = stats.as_dict()
     if summary_file is not None:
         write_atomic(summary_file, json.dumps(summary, indent=2) + "\n")
-    typer.echo(render_summary(summary), err=quiet)
+    typer.echo(render_summary(summary))
     return stats.exit_code
 
 

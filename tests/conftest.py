@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ralph.cli import run
+from ralph.testing import FakeLLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,3 +33,26 @@ def ralph(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
         return Result(code, captured.out, captured.err)
 
     return invoke
+
+
+TEST_KEY = "sk-test-0123456789abcdefSECRET"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLMServer]:
+    """The shipped fake OpenAI/Anthropic server on 127.0.0.1 (port 0), on a background thread."""
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
+    with FakeLLMServer(api_key=TEST_KEY).in_thread() as fake:
+        yield fake
+
+
+def write_recipe(folder: Path, text: str, **files: str) -> Path:
+    """A recipe (and any files it names, by relative path) in `folder`."""
+    for name, content in files.items():
+        target = folder / name.replace("__", "/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(textwrap.dedent(text))
+    return recipe

@@ -1,0 +1,265 @@
+"""`ralph apply` end to end against the shipped fake server: real HTTP, real files, real cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from ralph.testing import FakeLLMServer, Fault
+from tests.conftest import TEST_KEY, Result, write_recipe
+
+CHAT = "/v1/chat/completions"
+MESSAGES = "/v1/messages"
+
+
+def recipe_text(
+    base_url: str,
+    *,
+    items: int = 5,
+    agent_extra: str = "",
+    limits: str = "",
+    task_extra: str = "",
+    provider: str = "openai",
+) -> str:
+    env = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
+    inline = ", ".join(f"{{id: i{n}, text: 'item {n}'}}" for n in range(items))
+    return f"""
+        version: 1
+        name: engine-test
+        agents:
+          writer:
+            provider: {provider}
+            base_url: {base_url}
+            model: test-model
+            api_key_env: {env}
+            params: {{max_tokens: 50}}
+            retries: {{attempts: 3, backoff: 1ms, max_backoff: 5ms}}
+            pricing: {{input_per_mtok: 1000, output_per_mtok: 1000}}
+            {agent_extra}
+        limits: {{{limits}}}
+        tasks:
+          - name: answer
+            agent: writer
+            for_each: [{inline}]
+            prompt: "Say {{{{ item.text }}}}"
+            {task_extra}
+    """
+
+
+def apply(ralph: Callable[..., Result], recipe: Path, tmp_path: Path, *extra: str) -> Result:
+    return ralph(
+        "apply",
+        str(recipe),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+        "--log-file",
+        str(tmp_path / "log.jsonl"),
+        "--log-format",
+        "json",
+        *extra,
+    )
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_openai_items_answered_in_item_order(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    recipe = write_recipe(tmp_path, recipe_text(server.base_url))
+    result = apply(ralph, recipe, tmp_path)
+    assert result.code == 0, result.err
+    records = lines(tmp_path / "out" / "answer.jsonl")
+    assert [r["index"] for r in records] == [0, 1, 2, 3, 4]
+    assert [r["answer"] for r in records] == [f"echo: Say item {n}" for n in range(5)]
+    assert server.counts[CHAT] == 5
+    sent = server.requests[0]
+    assert sent.headers["authorization"] == f"Bearer {TEST_KEY}"
+    assert sent.body["model"] == "test-model" and sent.body["max_tokens"] == 50
+
+
+def test_anthropic_headers_and_system(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    text = recipe_text(
+        server.base_url, items=1, provider="anthropic", task_extra="system: Be brief."
+    )
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 0, result.err
+    sent = server.requests[0]
+    assert sent.path == MESSAGES
+    assert sent.headers["x-api-key"] == TEST_KEY
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.body["system"] == "Be brief."
+    assert lines(tmp_path / "out" / "answer.jsonl")[0]["answer"] == "echo: Say item 0"
+
+
+def test_rerun_is_served_from_cache(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    recipe = write_recipe(tmp_path, recipe_text(server.base_url))
+    assert apply(ralph, recipe, tmp_path).code == 0
+    first = (tmp_path / "out" / "answer.jsonl").read_text()
+    server.reset()
+    again = apply(ralph, recipe, tmp_path)
+    assert again.code == 0
+    assert server.counts.get(CHAT, 0) == 0
+    assert "5 cache hits" in again.out
+    assert [r["answer"] for r in lines(tmp_path / "out" / "answer.jsonl")] == [
+        r["answer"] for r in map(json.loads, first.splitlines())
+    ]
+
+
+def test_no_cache_sends_again(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    recipe = write_recipe(tmp_path, recipe_text(server.base_url, items=2))
+    assert apply(ralph, recipe, tmp_path).code == 0
+    assert apply(ralph, recipe, tmp_path, "--no-cache").code == 0
+    assert server.counts[CHAT] == 4
+
+
+def test_retries_each_fault_kind(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(
+        Fault("status", status=500),
+        Fault("rate_limit", retry_after=0),
+        Fault("drop"),
+        Fault("invalid_json"),
+        Fault("wrong_shape"),
+    )
+    text = recipe_text(server.base_url, items=1, agent_extra="", limits="").replace(
+        "attempts: 3", "attempts: 6"
+    )
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 0, result.out
+    assert server.counts[CHAT] == 6
+    summary = result.out
+    assert "5 retries" in summary
+    for cause in ("5xx: 1", "429: 1", "connection: 1", "invalid_response: 2"):
+        assert cause in summary
+
+
+def test_client_error_is_not_retried_and_reports_api_message(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("status", status=400, message="model does not exist"))
+    result = apply(ralph, write_recipe(tmp_path, recipe_text(server.base_url, items=1)), tmp_path)
+    assert result.code == 3
+    assert server.counts[CHAT] == 1
+    assert "model does not exist" in result.out
+    record = lines(tmp_path / "out" / "answer.jsonl")[0]
+    assert record["status"] == "failed" and "model does not exist" in str(record["error"])
+
+
+def test_fallback_takes_item_after_retries(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("status", status=503, times=3, path=CHAT))
+    text = recipe_text(server.base_url, items=1, agent_extra="fallback: backup").replace(
+        "        limits:",
+        f"""          backup:
+            provider: anthropic
+            base_url: {server.base_url}
+            model: claude-test
+            api_key_env: ANTHROPIC_API_KEY
+        limits:""",
+    )
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 0, result.out
+    assert server.counts[CHAT] == 3 and server.counts[MESSAGES] == 1
+    assert lines(tmp_path / "out" / "answer.jsonl")[0]["agent"] == "backup"
+
+
+def test_quota_exhausted_is_not_retried(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("rate_limit", insufficient_quota=True, retry_after=None))
+    text = recipe_text(server.base_url, items=3, agent_extra="concurrency: 1")
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 3
+    assert server.counts[CHAT] == 1
+    assert "exhausted" in result.out
+
+
+def test_retry_after_longer_than_max_wait_exhausts_agent(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("rate_limit", retry_after=120))
+    text = recipe_text(
+        server.base_url, items=2, agent_extra="concurrency: 1", limits="max_retry_wait: 1m"
+    )
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 3
+    assert server.counts[CHAT] == 1
+
+
+def test_cost_limit_stops_before_spending(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    # each request reserves its worst case, ~53 tokens at $0.001 ($0.053), and really costs
+    # ~7 tokens ($0.007): the fifth would have to reserve past $0.08, so it is never sent
+    text = recipe_text(
+        server.base_url, items=10, agent_extra="concurrency: 1", limits="max_cost_usd: 0.08"
+    )
+    result = apply(
+        ralph, write_recipe(tmp_path, text), tmp_path, "--summary-file", str(tmp_path / "run.json")
+    )
+    assert result.code == 4
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["stopped_by"] == "max_cost_usd"
+    assert summary["totals"]["cost_usd"] <= 0.08
+    assert server.counts[CHAT] == 4
+    assert len(lines(tmp_path / "out" / "answer.jsonl")) == server.counts[CHAT]
+
+
+def test_request_limit(ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path) -> None:
+    text = recipe_text(
+        server.base_url, items=10, agent_extra="concurrency: 2", limits="max_requests: 4"
+    )
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 4
+    assert "stopped by limit max_requests" in result.out
+    assert server.counts[CHAT] == 4
+
+
+def test_missing_key_fails_before_any_request(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path, monkeypatch: object
+) -> None:
+    text = recipe_text(server.base_url).replace("OPENAI_API_KEY", "RALPH_TEST_UNSET_KEY")
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 1
+    assert "RALPH_TEST_UNSET_KEY is not set" in result.err
+    assert server.counts == {}
+
+
+def test_output_paths_are_atomic_files_and_escapes_refused(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    text = recipe_text(server.base_url, items=2, task_extra="output: 'answers/{{ item.id }}.md'")
+    assert apply(ralph, write_recipe(tmp_path, text), tmp_path).code == 0
+    assert (tmp_path / "out" / "answers" / "i0.md").read_text() == "echo: Say item 0"
+    assert not [p for p in (tmp_path / "out").rglob("*.tmp")]
+    escape = recipe_text(server.base_url, items=1, task_extra="output: '{{ item.id }}.md'")
+    escape = escape.replace("id: i0", "id: ../../x")
+    result = apply(ralph, write_recipe(tmp_path, escape), tmp_path)
+    assert result.code == 3
+    assert "leaves the output directory" in result.out
+    assert not (tmp_path / "x.md").exists()
+    assert server.counts[CHAT] == 2  # refused before it was sent
+
+
+def test_key_never_written_anywhere(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("status", status=401, message="bad key"))
+    recipe = write_recipe(tmp_path, recipe_text(server.base_url, items=3))
+    result = apply(ralph, recipe, tmp_path)
+    assert TEST_KEY not in result.out + result.err
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert TEST_KEY.encode() not in path.read_bytes(), path
