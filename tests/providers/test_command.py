@@ -1,0 +1,160 @@
+"""Command agents as real subprocesses: stdin in, stdout out, process groups killed on timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Result, write_recipe
+
+AGENT = """
+import sys
+prompt = sys.stdin.read()
+print("answer to " + prompt.strip().splitlines()[-1])
+"""
+
+FLAKY = """
+import pathlib, sys
+sys.stdin.read()
+marker = pathlib.Path("attempted")
+if not marker.exists():
+    marker.write_text("1")
+    sys.exit("first attempt fails")
+print("second attempt works")
+"""
+
+HANGS = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+open("child.pid", "w").write(str(child.pid))
+time.sleep(60)
+"""
+
+
+def command_recipe(tmp_path: Path, script: str, *, extra: str = "", task_extra: str = "") -> Path:
+    (tmp_path / "agent.py").write_text(script)
+    return write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: command-test
+        agents:
+          local:
+            provider: command
+            command: [{sys.executable}, agent.py]
+            retries: {{attempts: 2, backoff: 1ms}}
+            {extra}
+        tasks:
+          - name: run
+            agent: local
+            for_each: [{{id: a}}, {{id: b}}]
+            prompt: "Do {{{{ item.id }}}}"
+            {task_extra}
+    """,
+    )
+
+
+def records(tmp_path: Path) -> list[dict[str, object]]:
+    text = (tmp_path / "out" / "run.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def apply(ralph: Callable[..., Result], recipe: Path, tmp_path: Path) -> Result:
+    return ralph("apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet")
+
+
+def test_prompt_on_stdin_answer_on_stdout(ralph: Callable[..., Result], tmp_path: Path) -> None:
+    result = apply(ralph, command_recipe(tmp_path, AGENT), tmp_path)
+    assert result.code == 0, result.out
+    assert [r["answer"] for r in records(tmp_path)] == ["answer to Do a\n", "answer to Do b\n"]
+
+
+def test_nonzero_exit_is_a_failed_attempt_that_is_retried(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = command_recipe(tmp_path, FLAKY).read_text().replace("[{id: a}, {id: b}]", "[{id: a}]")
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    result = apply(ralph, tmp_path / "recipe.yaml", tmp_path)
+    assert result.code == 0, result.out
+    assert records(tmp_path)[0]["answer"] == "second attempt works\n"
+    assert "local 5xx: 1" in result.out
+
+
+def test_timeout_kills_the_whole_process_group(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = command_recipe(tmp_path, HANGS, extra="timeout: 500ms").read_text()
+    (tmp_path / "recipe.yaml").write_text(
+        recipe.replace("[{id: a}, {id: b}]", "[{id: a}]").replace("attempts: 2", "attempts: 1")
+    )
+    started = time.monotonic()
+    result = apply(ralph, tmp_path / "recipe.yaml", tmp_path)
+    assert result.code == 3
+    assert time.monotonic() - started < 10
+    assert "did not finish within 0.5s" in result.out
+    child = int((tmp_path / "child.pid").read_text())
+    assert not _alive(child), "the agent's child process outlived the timeout"
+
+
+def test_no_shell_unless_asked(ralph: Callable[..., Result], tmp_path: Path) -> None:
+    echo_args = """
+import sys
+sys.stdin.read()
+print(sys.argv[1])
+"""
+    recipe = command_recipe(tmp_path, echo_args).read_text()
+    recipe = recipe.replace("agent.py]", "agent.py, '$HOME']")
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    assert apply(ralph, tmp_path / "recipe.yaml", tmp_path).code == 0
+    assert records(tmp_path)[0]["answer"] == "$HOME\n"
+
+
+def test_shell_command_when_the_recipe_asks(ralph: Callable[..., Result], tmp_path: Path) -> None:
+    recipe = command_recipe(tmp_path, AGENT).read_text()
+    recipe = recipe.replace(
+        f"command: [{sys.executable}, agent.py]",
+        f"command: 'cat > /dev/null; echo from-$((40 + 2))'\n    shell: true",
+    )
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    result = apply(ralph, tmp_path / "recipe.yaml", tmp_path)
+    assert result.code == 0, result.out + result.err
+    assert records(tmp_path)[0]["answer"] == "from-42\n"
+
+
+def test_command_answers_are_not_cached_unless_the_task_says(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    counter = """
+import pathlib, sys
+sys.stdin.read()
+log = pathlib.Path("calls")
+log.write_text(log.read_text() + "x" if log.exists() else "x")
+print("ok")
+"""
+    recipe = command_recipe(tmp_path, counter)
+    assert apply(ralph, recipe, tmp_path).code == 0
+    assert apply(ralph, recipe, tmp_path).code == 0
+    assert (tmp_path / "calls").read_text() == "xxxx"
+    cached = command_recipe(tmp_path, counter, task_extra="cache: true")
+    assert apply(ralph, cached, tmp_path).code == 0
+    assert apply(ralph, cached, tmp_path).code == 0
+    assert (tmp_path / "calls").read_text() == "xxxxxx"
+
+
+def _alive(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # a killed child stays a zombie until reaped by init; /proc tells whether it is one
+        status = Path(f"/proc/{pid}/status")
+        if status.exists() and "zombie" in status.read_text():
+            return False
+        time.sleep(0.01)
+    return True

@@ -1,0 +1,104 @@
+"""Ctrl-C and kill -9 against a real `ralph apply` subprocess: nothing half-written, nothing lost,
+nothing paid for twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ralph.testing import FakeLLMServer
+from tests.conftest import Result, write_recipe
+
+CHAT = "/v1/chat/completions"
+ITEMS = 40
+
+
+def slow_recipe(tmp_path: Path, base_url: str) -> Path:
+    inline = ", ".join(f"{{id: n{n:02d}}}" for n in range(ITEMS))
+    return write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: interrupt-test
+        agents:
+          writer:
+            provider: openai
+            base_url: {base_url}
+            model: test-model
+            api_key_env: OPENAI_API_KEY
+            concurrency: 2
+        tasks:
+          - name: answer
+            agent: writer
+            for_each: [{inline}]
+            prompt: "Item {{{{ item.id }}}}"
+            output: "answers/{{{{ item.id }}}}.md"
+    """,
+    )
+
+
+def start(recipe: Path, out: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "ralph", "apply", str(recipe), "--out", str(out), "--quiet"]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
+    )
+
+
+def wait_for_outputs(out: Path, count: int, process: subprocess.Popen[bytes]) -> list[Path]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = sorted((out / "answers").glob("*.md")) if (out / "answers").is_dir() else []
+        if len(found) >= count:
+            return found
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.01)
+    raise AssertionError(f"fewer than {count} outputs after 20 s")
+
+
+def assert_complete_files(out: Path) -> None:
+    assert not list(out.rglob("*.tmp")), "a temp file was left behind"
+    for path in (out / "answers").glob("*.md"):
+        assert path.read_text() == f"echo: Item {path.stem}"
+
+
+def test_ctrl_c_exits_130_with_finished_outputs_intact(
+    server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.latency_s = 0.05
+    out = tmp_path / "out"
+    process = start(slow_recipe(tmp_path, server.base_url), out)
+    wait_for_outputs(out, 4, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 130, err.decode()
+    assert b"Traceback" not in err
+    assert_complete_files(out)
+    assert len(list((out / "answers").glob("*.md"))) < ITEMS
+
+
+def test_resume_after_kill_9_requests_only_unfinished_items(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.latency_s = 0.05
+    out = tmp_path / "out"
+    recipe = slow_recipe(tmp_path, server.base_url)
+    process = start(recipe, out)
+    wait_for_outputs(out, 6, process)
+    process.kill()
+    process.wait(timeout=10)
+    finished = {p.stem for p in (out / "answers").glob("*.md")}
+    assert 6 <= len(finished) < ITEMS
+    server.reset()
+    server.latency_s = 0.0
+    result = ralph("apply", str(recipe), "--out", str(out), "--quiet")
+    assert result.code == 0, result.out
+    assert_complete_files(out)
+    assert {p.stem for p in (out / "answers").glob("*.md")} == {f"n{n:02d}" for n in range(ITEMS)}
+    asked_again = {r.body["messages"][-1]["content"].removeprefix("Item ") for r in server.requests}
+    assert not asked_again & finished, "a finished item was paid for twice"
+    assert len(asked_again) == server.counts[CHAT] <= ITEMS - len(finished)
