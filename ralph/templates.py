@@ -1,7 +1,8 @@
 """The one Jinja environment recipes render in, and what can be known about a template statically.
 
 Sandboxed and strict: a template sees only the context ralph hands it (no environment, no
-filesystem, no Python internals), and an undefined name is an error rather than an empty string.
+filesystem, no Python internals) and cannot change it (an `item.pop('id')` in the system prompt
+would change what the prompt and the cache key see); an undefined name is an error, not ''.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ _WHY_ABSENT = {
     "previous": "this task has no loop",
     "history": "this task has no loop",
 }
+# `vars.get('x', 'default')` calls a method of the mapping; it does not name a var
+_MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,9 @@ class TemplateFinding:
 @functools.cache
 def environment() -> SandboxedEnvironment:
     from jinja2 import StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return SandboxedEnvironment(
+    return ImmutableSandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
     )
 
@@ -68,7 +71,10 @@ def check(source: str, scope: Scope) -> list[TemplateFinding]:
         ast = env.parse(source)
     except TemplateSyntaxError as exc:
         return [TemplateFinding(exc.lineno, f"template syntax error: {exc.message}")]
-    findings: list[TemplateFinding] = []
+    findings = [
+        TemplateFinding(line, f"{{% {tag} %}} is not available: templates cannot read files")
+        for line, tag in _file_tags(ast)
+    ]
     undeclared = meta.find_undeclared_variables(ast) - set(env.globals)
     for name in sorted(undeclared - scope.names):
         findings.append(
@@ -102,16 +108,27 @@ def _first_line(ast: Node, name: str) -> int:
     return min(lines, default=1)
 
 
+def _file_tags(ast: Node) -> Iterator[tuple[int, str]]:
+    """Tags that load another template, which would fail at render time: there is no loader."""
+    from jinja2 import nodes
+
+    tags = {nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "from"}
+    for node in ast.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+        yield node.lineno, tags.get(type(node), "extends")
+
+
 def _attributes(ast: Node, namespace: str) -> Iterator[tuple[int, str]]:
     """`vars.tone` and `vars['tone']` → (line, 'tone')."""
     from jinja2 import nodes
 
+    called = {id(call.node) for call in ast.find_all(nodes.Call)}
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, nodes.Getattr | nodes.Getitem)
         target = node.node
         if not (isinstance(target, nodes.Name) and target.name == namespace):
             continue
         if isinstance(node, nodes.Getattr):
-            yield node.lineno, node.attr
+            if not (node.attr in _MAPPING_METHODS and id(node) in called):
+                yield node.lineno, node.attr
         elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             yield node.lineno, node.arg.value

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
-_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(B|KB|MB|GB|KiB|MiB|GiB)$")
-_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(B|KB|MB|GB|KiB|MiB|GiB)")
+# milliseconds, and Decimal arithmetic below, so that 700ms is 0.7 s and 1.001KB 1001 bytes
+_MILLISECONDS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _BYTES = {
     "B": 1,
     "KB": 1000,
@@ -20,15 +22,15 @@ _BYTES = {
 
 def parse_duration(text: str) -> float:
     """Seconds in a duration string; ValueError names the expected form."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"{text!r} is not a duration (expected e.g. 30s, 5m)")
-    return float(match.group(1)) * _SECONDS[match.group(2)]
+    return float(Decimal(match.group(1)) * _MILLISECONDS[match.group(2)] / 1000)
 
 
 def parse_size(text: str) -> int:
-    """Bytes in a size string; ValueError names the expected form."""
-    match = _SIZE.match(text.strip())
+    """Bytes in a size string (a fraction of a byte is dropped); ValueError names the form."""
+    match = _SIZE.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"{text!r} is not a size (expected e.g. 512B, 4KB, 1MiB)")
-    return int(float(match.group(1)) * _BYTES[match.group(2)])
+    return int(Decimal(match.group(1)) * _BYTES[match.group(2)])

@@ -10,7 +10,8 @@ from typing import Any
 from ralph.recipe import model as m
 from ralph.units import parse_duration, parse_size
 
-_COMMAND_TIMEOUT_S = 600.0
+_HTTP_TIMEOUT_S = 60.0
+_COMMAND_TIMEOUT_S = 600.0  # local agents edit files and run tests; a minute is rarely enough
 
 
 def build_recipe(
@@ -41,8 +42,30 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def _seconds(value: str | None, default: float | None) -> float | None:
-    return parse_duration(value) if value is not None else default
+def thaw(value: Any) -> Any:
+    """The inverse of `freeze`: plain dicts and lists, e.g. for a JSON request body."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+def _duration(value: str | None, default: float) -> float:
+    return default if value is None else parse_duration(value)
+
+
+def _optional_duration(value: str | None) -> float | None:
+    return None if value is None else parse_duration(value)
+
+
+def _size(value: str | None, default: int) -> int:
+    return default if value is None else parse_size(value)
+
+
+def _path(base_dir: Path, value: str | None) -> Path | None:
+    """A path from the recipe, relative to the recipe's folder."""
+    return (base_dir / value).resolve() if value else None
 
 
 def _argv(value: Any) -> tuple[str, ...] | None:
@@ -55,8 +78,6 @@ def _agent(name: str, spec: dict[str, Any], base_dir: Path) -> m.Agent:
     retries = spec.get("retries", {})
     rate = spec.get("rate_limit", {})
     pricing = spec.get("pricing", {})
-    key_file = spec.get("api_key_file")
-    workdir = spec.get("workdir")
     command = spec.get("command")
     return m.Agent(
         name=name,
@@ -64,30 +85,28 @@ def _agent(name: str, spec: dict[str, Any], base_dir: Path) -> m.Agent:
         model=spec.get("model"),
         base_url=spec.get("base_url", m.DEFAULT_BASE_URLS.get(provider)),
         api_key_env=spec.get("api_key_env"),
-        api_key_file=(base_dir / key_file) if key_file else None,
+        api_key_file=_path(base_dir, spec.get("api_key_file")),
         api_key_command=_argv(spec.get("api_key_command")),
         anthropic_version=spec.get("anthropic_version", "2023-06-01"),
         params=freeze(spec.get("params", {})),
         concurrency=spec.get("concurrency", 1 if is_command else 8),
         rate_limit=m.RateLimit(rate.get("requests_per_minute"), rate.get("tokens_per_minute")),
-        timeout_s=parse_duration(spec["timeout"])
-        if "timeout" in spec
-        else (_COMMAND_TIMEOUT_S if is_command else 60.0),
+        timeout_s=_duration(
+            spec.get("timeout"), _COMMAND_TIMEOUT_S if is_command else _HTTP_TIMEOUT_S
+        ),
         retries=m.Retries(
             attempts=retries.get("attempts", m.Retries.attempts),
-            backoff_s=parse_duration(retries.get("backoff", "0.5s")),
-            max_backoff_s=parse_duration(retries.get("max_backoff", "30s")),
+            backoff_s=_duration(retries.get("backoff"), m.Retries.backoff_s),
+            max_backoff_s=_duration(retries.get("max_backoff"), m.Retries.max_backoff_s),
             on=frozenset(str(c) for c in retries.get("on", m.RETRY_CLASSES)),
         ),
         fallback=spec.get("fallback"),
         pricing=m.Pricing(pricing.get("input_per_mtok", 0.0), pricing.get("output_per_mtok", 0.0)),
         command=command if isinstance(command, str) else _argv(command),
         shell=spec.get("shell", False),
-        workdir=(base_dir / workdir).resolve() if workdir else (base_dir if is_command else None),
+        workdir=_path(base_dir, spec.get("workdir")) or (base_dir if is_command else None),
         probe=_argv(spec.get("probe")),
-        max_output_bytes=parse_size(spec["max_output"])
-        if "max_output" in spec
-        else m.Agent.max_output_bytes,
+        max_output_bytes=_size(spec.get("max_output"), m.Agent.max_output_bytes),
     )
 
 
@@ -96,20 +115,19 @@ def _limits(spec: dict[str, Any]) -> m.Limits:
         max_requests=spec.get("max_requests"),
         max_tokens=spec.get("max_tokens"),
         max_cost_usd=spec.get("max_cost_usd"),
-        max_runtime_s=_seconds(spec.get("max_runtime"), None),
+        max_runtime_s=_optional_duration(spec.get("max_runtime")),
         max_prompt_chars=spec.get("max_prompt_chars"),
-        max_retry_wait_s=parse_duration(spec.get("max_retry_wait", "5m")),
+        max_retry_wait_s=_duration(spec.get("max_retry_wait"), m.Limits.max_retry_wait_s),
     )
 
 
 def _task(spec: dict[str, Any], agents: dict[str, m.Agent], base_dir: Path) -> m.Task:
     filters = spec.get("filters", {})
-    prompt_file = spec.get("prompt_file")
     return m.Task(
         name=spec["name"],
         agent=spec["agent"],
         prompt=spec.get("prompt"),
-        prompt_file=(base_dir / prompt_file) if prompt_file else None,
+        prompt_file=_path(base_dir, spec.get("prompt_file")),
         system=spec.get("system"),
         items=_items(spec.get("for_each"), base_dir),
         output=spec.get("output"),
@@ -127,8 +145,10 @@ def _items(spec: Any, base_dir: Path) -> m.ItemSource | None:
         return m.ItemSource(inline=freeze(spec))
     from ralph.recipe.semantic import ITEM_FORMATS
 
-    file = base_dir / spec["file"]
-    return m.ItemSource(file=file, format=spec.get("format", ITEM_FORMATS.get(file.suffix.lower())))
+    name = spec["file"]
+    # the format follows the name as written, not the target of a symlink
+    inferred = ITEM_FORMATS.get(Path(name).suffix.lower())
+    return m.ItemSource(file=_path(base_dir, name), format=spec.get("format", inferred))
 
 
 def _filter(spec: Any) -> m.Filter:
@@ -144,7 +164,7 @@ def _cache(spec: Any, side_effects: bool) -> m.CachePolicy:
         return m.CachePolicy(enabled=not side_effects)
     if isinstance(spec, bool):
         return m.CachePolicy(enabled=spec)
-    return m.CachePolicy(enabled=True, ttl_s=_seconds(spec.get("ttl"), None))
+    return m.CachePolicy(enabled=True, ttl_s=_optional_duration(spec.get("ttl")))
 
 
 def _loop(spec: dict[str, Any]) -> m.Loop:
@@ -153,7 +173,7 @@ def _loop(spec: dict[str, Any]) -> m.Loop:
     return m.Loop(
         until=_condition(spec["until"]),
         max_iterations=spec.get("max_iterations", m.Loop.max_iterations),
-        max_runtime_s=_seconds(spec.get("max_runtime"), None),
+        max_runtime_s=_optional_duration(spec.get("max_runtime")),
         max_tokens=spec.get("max_tokens"),
         max_cost_usd=spec.get("max_cost_usd"),
         max_consecutive_failures=spec.get(
@@ -161,9 +181,7 @@ def _loop(spec: dict[str, Any]) -> m.Loop:
         ),
         stall_window=stall.get("window", m.Loop.stall_window),
         stall_similarity=stall.get("similarity", m.Loop.stall_similarity),
-        previous_bytes=parse_size(spec["previous_size"])
-        if "previous_size" in spec
-        else m.Loop.previous_bytes,
+        previous_bytes=_size(spec.get("previous_size"), m.Loop.previous_bytes),
         history=spec.get("history", m.Loop.history),
         checkpoint=m.Checkpoint(checkpoint.get("every", 1), checkpoint.get("on_failure", "keep"))
         if checkpoint is not None
@@ -180,7 +198,7 @@ def _condition(spec: Any) -> m.Condition:
         return m.FileCondition(spec["file"], spec.get("all_checked", False), spec.get("contains"))
     if "command" in spec:
         return m.CommandCondition(
-            tuple(spec["command"]), _seconds(spec.get("timeout"), 600.0) or 600.0
+            tuple(spec["command"]), _duration(spec.get("timeout"), m.CommandCondition.timeout_s)
         )
     group = m.AllOf if "all" in spec else m.AnyOf
     return group(tuple(_condition(c) for c in spec["all" if "all" in spec else "any"]))
@@ -192,10 +210,12 @@ def _health(spec: dict[str, Any]) -> m.HealthCheck:
     if "http" in spec:
         http = spec["http"]
         return m.HttpCheck(
-            http["url"], http.get("expect_status", 200), _seconds(http.get("timeout"), 10.0) or 10.0
+            http["url"],
+            http.get("expect_status", m.HttpCheck.expect_status),
+            _duration(http.get("timeout"), m.HttpCheck.timeout_s),
         )
     return m.CommandCheck(
         tuple(spec["command"]),
-        spec.get("expect_exit", 0),
-        _seconds(spec.get("timeout"), 30.0) or 30.0,
+        spec.get("expect_exit", m.CommandCheck.expect_exit),
+        _duration(spec.get("timeout"), m.CommandCheck.timeout_s),
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 from ralph.errors import UsageError
 
-_TOP_LEVEL = ("vars", "agents", "limits", "tasks", "name", "description")
+_SECTIONS = ("vars", "agents", "limits", "tasks")
+_NAMED = {"agents": "agent", "tasks": "task"}  # sections whose entries --set picks by name
+_EXAMPLE_KEYS = {"agents": "model=gpt-4o-mini", "tasks": "cache=false"}
 
 
 def apply_profile(data: dict[str, Any], profile: str) -> dict[str, Any]:
@@ -52,43 +55,68 @@ def apply_sets(data: dict[str, Any], assignments: Sequence[str]) -> dict[str, An
     """A copy of `data` with each `key=value` applied; a bare key means `vars.key`."""
     out = copy.deepcopy(data)
     for assignment in assignments:
-        key, sep, raw = assignment.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects key=value, got '{assignment}'")
-        parts = key.strip().split(".")
-        if parts[0] not in _TOP_LEVEL:
-            parts = ["vars", *parts]
-        _assign(out, parts, _parse_value(raw), assignment)
+        parts, value = parse_set(assignment)
+        _assign(out, parts, value, assignment)
     return out
+
+
+def parse_set(assignment: str) -> tuple[list[str], Any]:
+    """`key=value` → (where in the recipe, the value); UsageError when no recipe could take it."""
+    key, sep, raw = assignment.partition("=")
+    parts = [part.strip() for part in key.split(".")]
+    if not sep or not all(parts):
+        raise UsageError(
+            f"--set expects key=value (e.g. tone=terse or agents.writer.model=gpt-4o), "
+            f"got '{assignment}'"
+        )
+    if len(parts) == 1 or parts[0] not in _SECTIONS:
+        parts = ["vars", *parts]  # so a var may be called `name` or `limits`
+    if len(parts) == 2 and parts[0] in _NAMED:
+        raise UsageError(
+            f"--set {assignment}: name a key inside the {_NAMED[parts[0]]}, "
+            f"e.g. {parts[0]}.{parts[1]}.{_EXAMPLE_KEYS[parts[0]]}"
+        )
+    return parts, _parse_value(raw)
 
 
 def _assign(data: dict[str, Any], parts: list[str], value: Any, assignment: str) -> None:
     node: Any = data
-    for part in parts[:-1]:
-        if isinstance(node, list):
-            node = _task_by_name(node, part, assignment)
-            continue
-        if not isinstance(node, dict):
-            raise UsageError(f"--set {assignment}: '{part}' is not a mapping in this recipe")
-        node = node.setdefault(part, {})
-    if isinstance(node, list):
-        raise UsageError(
-            f"--set {assignment}: name a key inside the task, e.g. tasks.NAME.cache=false"
-        )
+    for depth, part in enumerate(parts[:-1]):
+        if depth == 1 and parts[0] in _NAMED:
+            node = _named(node, parts[0], part, assignment)
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise UsageError(
+                f"--set {assignment}: '{'.'.join(parts[:depth])}' is not a mapping in this recipe"
+            )
     if not isinstance(node, dict):
-        raise UsageError(f"--set {assignment}: the parent of '{parts[-1]}' is not a mapping")
+        raise UsageError(
+            f"--set {assignment}: '{'.'.join(parts[:-1])}' is not a mapping in this recipe"
+        )
     node[parts[-1]] = value
 
 
-def _task_by_name(tasks: list[Any], name: str, assignment: str) -> Any:
-    for task in tasks:
-        if isinstance(task, dict) and task.get("name") == name:
-            return task
-    raise UsageError(f"--set {assignment}: no task named '{name}'")
+def _named(collection: Any, section: str, name: str, assignment: str) -> Any:
+    """The agent or task called `name`: --set adjusts what a recipe has, it adds no entries."""
+    entries: dict[str, Any] = {}
+    if isinstance(collection, list):
+        entries = {str(e.get("name")): e for e in collection if isinstance(e, dict)}
+    elif isinstance(collection, dict):
+        entries = collection
+    if name not in entries:
+        known = ", ".join(entries) or "none"
+        raise UsageError(
+            f"--set {assignment}: no {_NAMED[section]} named '{name}' ({section}: {known})"
+        )
+    return entries[name]
 
 
 def _parse_value(raw: str) -> Any:
-    """`1` → 1, `true` → True, `[a, b]` → a list: values read as YAML, as in the recipe."""
+    """`1` → 1, `true` → True, `[a, b]` → a list: values read as YAML, as in the recipe.
+
+    Text YAML would read as a block (`Note: be brief`, `- a`) stays text; dates stay as written.
+    """
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -96,4 +124,18 @@ def _parse_value(raw: str) -> Any:
         value = YAML(typ="safe", pure=True).load(raw)
     except YAMLError:
         return raw
-    return raw if value is None and raw.strip() not in ("null", "~") else value
+    if value is None:
+        return None if raw.strip() in ("null", "~") else raw
+    if isinstance(value, dict | list) and not raw.lstrip().startswith(("{", "[")):
+        return raw
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.date):  # also a datetime; the recipe loader reads both as text
+        return value.isoformat()
+    return value

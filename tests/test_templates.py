@@ -1,0 +1,253 @@
+"""The template sandbox, strict undefined names, and what `check()` finds before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from jinja2.exceptions import SecurityError, UndefinedError
+
+from ralph.errors import RecipeError
+from ralph.recipe.validate import load_recipe
+from ralph.templates import Scope, TemplateFinding, check, compile_template, environment, render
+
+TASK_SCOPE = Scope(
+    names=frozenset({"vars", "task", "outputs"}),
+    vars=frozenset({"tone", "audience"}),
+    outputs=frozenset({"summarize"}),
+)
+ITEM_SCOPE = Scope(TASK_SCOPE.names | {"item"}, TASK_SCOPE.vars, TASK_SCOPE.outputs)
+
+
+def render_text(source: str, **context: Any) -> str:
+    return render(compile_template(source), context)
+
+
+def messages(source: str, scope: Scope = TASK_SCOPE) -> list[str]:
+    return [finding.message for finding in check(source, scope)]
+
+
+# --- the sandbox -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ cycler.__init__.__globals__.os.environ }}",
+        "{{ joiner.__init__.__globals__ }}",
+        "{{ lipsum.__globals__['os'] }}",
+        "{{ namespace.__init__ }}",
+        "{{ self.__init__ }}",
+        "{{ ''|attr('__class__') }}",
+        "{{ '{0.__class__}'.format(1) }}",
+        "{{ vars.__class__ }}",
+        "{{ item.__class__.__base__ }}",
+    ],
+)
+def test_python_internals_are_out_of_reach(source: str) -> None:
+    with pytest.raises(SecurityError, match="is unsafe"):
+        render_text(source, vars=MappingProxyType({"tone": "terse"}), item={"id": 1})
+
+
+@pytest.mark.parametrize("name", ["os", "open", "environ", "__builtins__", "config", "import"])
+def test_there_is_no_environment_or_filesystem_in_scope(name: str) -> None:
+    with pytest.raises(UndefinedError, match=f"'{name}' is undefined"):
+        render_text(f"{{{{ {name} }}}}")
+    assert messages(f"{{{{ {name} }}}}") == [
+        f"undefined template variable '{name}' (available here: outputs, task, vars)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["{% include '/etc/passwd' %}", "{% import 'macros.j2' as m %}", "{% extends 'base.j2' %}"],
+)
+def test_templates_cannot_load_files(source: str, tmp_path: Path) -> None:
+    (tmp_path / "macros.j2").write_text("{% macro m() %}secret{% endmacro %}")
+    assert environment().loader is None
+    with pytest.raises(TypeError, match="no loader"):
+        render_text(source)
+
+
+def test_templates_cannot_change_what_they_are_given() -> None:
+    item = {"id": 7, "tags": ["a"]}
+    for source in (
+        "{{ item.pop('id') }}",
+        "{{ item.update(id=8) }}",
+        "{{ item.tags.append('b') }}",
+    ):
+        with pytest.raises(SecurityError):
+            render_text(source, item=item)
+    assert item == {"id": 7, "tags": ["a"]}
+
+
+def test_ordinary_templates_render_frozen_vars_plainly() -> None:
+    context = {
+        "vars": MappingProxyType({"tone": "terse", "tags": ("a", "b")}),
+        "item": {"id": 7, "body": "<b>hot</b>"},
+    }
+    source = (
+        "{{ vars.tone }} {{ vars['tone'] }} {{ vars.tags | join(',') }}"
+        " {{ vars.get('missing', 'dflt') }}\n"
+        "{% set ns = namespace(n=0) %}{% for t in vars.tags %}{% set ns.n = ns.n + 1 %}{% endfor %}"
+        "{{ ns.n }} {{ item.body }}\n"
+    )
+    # no HTML escaping (prompts are not HTML) and the trailing newline is kept
+    assert render(compile_template(source), context) == "terse terse a,b dflt\n2 <b>hot</b>\n"
+
+
+# --- strict undefined at render time ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "missing"),
+    [
+        ("{{ nope }}", "'nope' is undefined"),
+        ("{{ item.missing }}", "has no attribute 'missing'"),
+        ("{{ item['missing'] }}", "has no attribute 'missing'"),
+        ("{{ nope ~ 'x' }}", "'nope' is undefined"),
+        ("{% if nope %}x{% endif %}", "'nope' is undefined"),
+        ("{% for x in nope %}{% endfor %}", "'nope' is undefined"),
+    ],
+)
+def test_an_undefined_name_is_an_error_not_an_empty_string(source: str, missing: str) -> None:
+    with pytest.raises(UndefinedError, match=missing):
+        render_text(source, item={"id": 1})
+
+
+def test_undefined_names_can_still_be_tested_for() -> None:
+    assert render_text("{{ nope | default('d') }}{% if nope is defined %}x{% endif %}") == "d"
+
+
+# --- check(): what validate finds before any render ---------------------------------------------
+
+
+def test_a_syntax_error_is_found_with_its_line() -> None:
+    assert check("Hello\n\n{{ vars.tone }\n", TASK_SCOPE) == [
+        TemplateFinding(3, "template syntax error: unexpected '}'")
+    ]
+    [finding] = check("one\n{% if vars.tone %}\nno end\n", TASK_SCOPE)
+    assert finding.message.startswith("template syntax error: ")
+    assert "endif" in finding.message
+
+
+def test_an_undefined_top_level_name_is_found_with_its_line() -> None:
+    assert check("a\nb\n{{ colour }} and {{ colour }}\n", TASK_SCOPE) == [
+        TemplateFinding(
+            3, "undefined template variable 'colour' (available here: outputs, task, vars)"
+        )
+    ]
+
+
+def test_names_from_the_wrong_kind_of_task_say_why() -> None:
+    assert messages("{{ item.id }}") == [
+        "undefined template variable 'item': this task has no for_each"
+    ]
+    assert messages("{{ iteration }} {{ previous }}") == [
+        "undefined template variable 'iteration': this task has no loop",
+        "undefined template variable 'previous': this task has no loop",
+    ]
+    assert messages("{{ item.id }}", ITEM_SCOPE) == []
+
+
+def test_a_misspelt_top_level_name_gets_a_suggestion() -> None:
+    assert messages("{{ var.tone }}") == [
+        "undefined template variable 'var' (available here: outputs, task, vars; "
+        "did you mean 'vars'?)"
+    ]
+
+
+def test_names_a_template_defines_or_jinja_provides_are_not_findings() -> None:
+    source = (
+        "{% set greeting = 'hi' %}{{ greeting }}"
+        "{% for n in range(3) %}{{ loop.index }}{{ n }}{% endfor %}"
+        "{% macro shout(x) %}{{ x | upper }}{% endmacro %}{{ shout(task) }}"
+        "{% set ns = namespace(k=1) %}{{ ns.k }}{{ cycler('a', 'b').next() }}"
+    )
+    assert messages(source) == []
+
+
+@pytest.mark.parametrize(
+    "source", ["{{ vars.tnoe }}", "{{ vars['tnoe'] }}", "{{ vars.tnoe|upper }}"]
+)
+def test_a_misspelt_var_is_found_with_a_suggestion(source: str) -> None:
+    assert check("\n" + source, TASK_SCOPE) == [
+        TemplateFinding(
+            2,
+            "undefined template variable 'vars.tnoe' "
+            "(available here: audience, tone; did you mean 'tone'?)",
+        )
+    ]
+
+
+def test_an_unknown_var_with_no_close_match_gets_no_suggestion() -> None:
+    assert messages("{{ vars.zebra }}") == [
+        "undefined template variable 'vars.zebra' (available here: audience, tone)"
+    ]
+
+
+def test_known_vars_and_mapping_methods_are_not_findings() -> None:
+    source = (
+        "{{ vars.tone }}{{ vars['audience'] }}{{ vars.get('extra', '') }}"
+        "{% for k, v in vars.items() %}{{ k }}{% endfor %}{{ vars.keys() | list }}"
+    )
+    assert messages(source) == []
+    # `get` not called is a var lookup like any other
+    assert messages("{{ vars.get }}") == [
+        "undefined template variable 'vars.get' (available here: audience, tone)"
+    ]
+
+
+def test_outputs_of_tasks_not_in_scope_are_found() -> None:
+    assert messages("{{ outputs.summarize[item.id] }}", ITEM_SCOPE) == []
+    assert messages("{{ outputs.sumarize }}\n{{ outputs['later'] }}") == [
+        "undefined template variable 'outputs.sumarize' "
+        "(available here: summarize; did you mean 'summarize'?)",
+        "undefined template variable 'outputs.later' (available here: summarize)",
+    ]
+    first_task = Scope(TASK_SCOPE.names, TASK_SCOPE.vars, frozenset())
+    assert messages("{{ outputs.summarize }}", first_task) == [
+        "undefined template variable 'outputs.summarize' (available here: none)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "tag"),
+    [
+        ("intro\n{% include 'other.j2' %}", "include"),
+        ("intro\n{% import 'macros.j2' as m %}", "import"),
+        ("intro\n{% from 'macros.j2' import m %}", "from"),
+        ("intro\n{% extends 'base.j2' %}", "extends"),
+    ],
+)
+def test_loading_another_template_is_found_before_render(source: str, tag: str) -> None:
+    assert check(source, TASK_SCOPE) == [
+        TemplateFinding(2, f"{{% {tag} %}} is not available: templates cannot read files")
+    ]
+
+
+def test_validate_reports_a_template_typo_at_its_line_in_the_recipe(tmp_path: Path) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        "version: 1\n"
+        "name: demo\n"
+        "vars: {tone: terse}\n"
+        "agents: {writer: {provider: echo}}\n"
+        "tasks:\n"
+        "  - name: summarize\n"
+        "    agent: writer\n"
+        "    prompt: |\n"
+        "      Be {{ vars.tone }}.\n"
+        "      Really {{ vars.tnoe }}.\n"
+    )
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    [problem] = caught.value.problems
+    assert (problem.line, problem.path) == (10, "tasks[0].prompt")
+    assert "'vars.tnoe'" in problem.message
+    assert "did you mean 'tone'?" in problem.message
