@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ralph.providers.base import Request, Response
+from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
 
 CACHE_DIR_ENV = "RALPH_CACHE_DIR"
@@ -31,7 +32,7 @@ def key_parts(agent: Agent, request: Request) -> dict[str, Any]:
         "provider": agent.provider,
         "base_url": agent.base_url,
         "model": request.model,
-        "params": dict(request.params),
+        "params": thaw(request.params),
         "system": request.system,
         "prompt": request.prompt,
     }
@@ -42,9 +43,7 @@ def key_parts(agent: Agent, request: Request) -> dict[str, Any]:
 
 
 def cache_key(agent: Agent, request: Request) -> str:
-    canonical = json.dumps(
-        key_parts(agent, request), sort_keys=True, ensure_ascii=False, default=list
-    )
+    canonical = json.dumps(key_parts(agent, request), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -68,10 +67,10 @@ class ResponseCache:
 
     def get(self, key: str) -> tuple[Response, str] | None:
         value = self._cache.get(key)
-        if not isinstance(value, Mapping):
+        if not isinstance(value, str):
             return None
-        response = Response(value["text"], value["input_tokens"], value["output_tokens"])
-        return response, str(value.get("agent", ""))
+        text, input_tokens, output_tokens, agent = json.loads(value)
+        return Response(text, input_tokens, output_tokens), agent
 
     def __contains__(self, key: str) -> bool:
         return key in self._cache
@@ -79,12 +78,11 @@ class ResponseCache:
     def put_many(self, entries: Iterable[Entry]) -> None:
         with self._cache.transact():
             for entry in entries:
-                value = {
-                    "text": entry.response.text,
-                    "input_tokens": entry.response.input_tokens,
-                    "output_tokens": entry.response.output_tokens,
-                    "agent": entry.agent,
-                }
+                # a JSON string is stored as text, not pickled: cheaper, and readable
+                response = entry.response
+                value = json.dumps(
+                    [response.text, response.input_tokens, response.output_tokens, entry.agent]
+                )
                 self._cache.set(entry.key, value, expire=entry.ttl_s)
 
     def stats(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import aiohttp
 from ralph.keys import Secret
 from ralph.providers.base import AttemptError, Request, Response
 from ralph.providers.http import invalid, send
+from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
 
 _DEFAULT_MAX_TOKENS = 1024  # the API requires max_tokens; recipes may leave it out
@@ -29,7 +30,7 @@ class AnthropicProvider:
         self.timeout = aiohttp.ClientTimeout(total=agent.timeout_s)
 
     def body(self, request: Request) -> dict[str, Any]:
-        body: dict[str, Any] = {"max_tokens": _DEFAULT_MAX_TOKENS, **request.params}
+        body: dict[str, Any] = {"max_tokens": _DEFAULT_MAX_TOKENS, **thaw(request.params)}
         body["model"] = request.model
         body["messages"] = [{"role": "user", "content": request.prompt}]
         if request.system:

@@ -10,6 +10,7 @@ import aiohttp
 from ralph.keys import Secret
 from ralph.providers.base import Request, Response
 from ralph.providers.http import invalid, send
+from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
 
 
@@ -27,7 +28,7 @@ class OpenAIProvider:
         messages = [{"role": "user", "content": request.prompt}]
         if request.system:
             messages.insert(0, {"role": "system", "content": request.system})
-        return {**request.params, "model": request.model, "messages": messages}
+        return {**thaw(request.params), "model": request.model, "messages": messages}
 
     async def complete(self, request: Request) -> Response:
         payload = json.dumps(self.body(request)).encode()

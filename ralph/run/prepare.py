@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ralph.filters import INPUT_FILTERS, Refused, apply_filters
 from ralph.items import item_key
 from ralph.providers.base import Request
+from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent, Recipe, Task
 from ralph.templates import compile_template, render
 
@@ -41,7 +42,7 @@ class Preparer:
     def __init__(self, recipe: Recipe, task: Task, outputs: Mapping[str, Any]) -> None:
         self.task = task
         self.max_prompt_chars = recipe.limits.max_prompt_chars
-        self._base = {"vars": _thaw(recipe.vars), "task": task.name, "outputs": outputs}
+        self._base = {"vars": thaw(recipe.vars), "task": task.name, "outputs": outputs}
         prompt = task.prompt if task.prompt is not None else _read(task)
         self._prompt = compile_template(prompt)
         self._system = compile_template(task.system) if task.system is not None else None
@@ -81,12 +82,3 @@ class Preparer:
 def _read(task: Task) -> str:
     assert task.prompt_file is not None
     return task.prompt_file.read_text("utf-8")
-
-
-def _thaw(value: Any) -> Any:
-    """Plain dicts and lists render faster than read-only views and print as users wrote them."""
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value

@@ -19,6 +19,7 @@ from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import iter_items
 from ralph.observe.logs import event
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
+from ralph.recipe.build import thaw
 from ralph.recipe.model import Task
 from ralph.run.agents import AgentRuntime
 from ralph.run.outputs import OrderedJsonl, OutputPathError, safe_output_path, write_atomic
@@ -289,7 +290,7 @@ class TaskRun:
         )
         if self.jsonl is not None:
             self.jsonl.add(
-                index, {"index": index, "item": item, "status": "failed", "error": reason}
+                index, {"index": index, "item": thaw(item), "status": "failed", "error": reason}
             )
 
     def _not_started(self, index: int) -> None:
@@ -329,7 +330,7 @@ class TaskRun:
                 prepared.index,
                 {
                     "index": prepared.index,
-                    "item": prepared.item,
+                    "item": thaw(prepared.item),
                     "answer": done.text,
                     "status": "cached" if done.cached else "done",
                     "agent": done.agent,

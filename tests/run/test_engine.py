@@ -75,6 +75,7 @@ def test_openai_items_answered_in_item_order(
     records = lines(tmp_path / "out" / "answer.jsonl")
     assert [r["index"] for r in records] == [0, 1, 2, 3, 4]
     assert [r["answer"] for r in records] == [f"echo: Say item {n}" for n in range(5)]
+    assert records[0]["item"] == {"id": "i0", "text": "item 0"}
     assert server.counts[CHAT] == 5
     sent = server.requests[0]
     assert sent.headers["authorization"] == f"Bearer {TEST_KEY}"
@@ -263,3 +264,17 @@ def test_key_never_written_anywhere(
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert TEST_KEY.encode() not in path.read_bytes(), path
+
+
+def test_nested_params_are_sent_and_keyed(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    text = recipe_text(server.base_url, items=1).replace(
+        "params: {max_tokens: 50}", "params: {max_tokens: 50, response_format: {type: json_object}}"
+    )
+    recipe = write_recipe(tmp_path, text)
+    assert apply(ralph, recipe, tmp_path).code == 0
+    assert server.requests[0].body["response_format"] == {"type": "json_object"}
+    recipe.write_text(text.replace("json_object", "text"))
+    assert apply(ralph, recipe, tmp_path).code == 0
+    assert server.counts[CHAT] == 2, "a different nested param must not hit the same cache entry"

@@ -1,0 +1,121 @@
+"""Throughput of `ralph apply` against a bare aiohttp loop, on the shipped fake server.
+
+Run by hand, not in CI:  .venv/bin/python bench/throughput.py [-n 5000] [-c 50]
+
+Prints (a) the bare loop, (b) a cold `ralph apply` of the same N items (templating, cache
+writes, JSONL output and JSON logs on), (c) the fully cached re-run, and their ratios; and
+(d) the peak RSS of a 100k-item JSONL run on the echo agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+KEY = "sk-bench-not-a-real-key-0000000000"
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ralph.testing.fake_server", "--port", "0", "--api-key", KEY],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    return server, server.stdout.readline().strip()
+
+
+async def bare_loop(base_url: str, n: int, concurrency: int) -> float:
+    """N chat completions through one pooled session, `concurrency` workers, JSON parsed."""
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    items = iter(range(n))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for i in items:
+            body = {"model": "m", "messages": [{"role": "user", "content": f"Item {i}"}]}
+            async with session.post(f"{base_url}/chat/completions", json=body, headers=headers) as r:
+                data = await r.json()
+                assert data["choices"][0]["message"]["content"]
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+def write_recipe(folder: Path, base_url: str, n: int, concurrency: int, provider: str) -> Path:
+    with (folder / "items.jsonl").open("w") as handle:
+        for i in range(n):
+            handle.write(json.dumps({"id": i, "text": f"Item {i}"}) + "\n")
+    agent = (
+        f"provider: openai\n    base_url: {base_url}\n    model: m\n    api_key_env: BENCH_KEY"
+        if provider == "openai"
+        else "provider: echo"
+    )
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(
+        f"version: 1\nname: bench\nagents:\n  a:\n    {agent}\n    concurrency: {concurrency}\n"
+        "tasks:\n  - name: t\n    agent: a\n    for_each: {file: items.jsonl}\n"
+        '    prompt: "{{ item.text }}"\n'
+    )
+    return recipe
+
+
+def apply(recipe: Path, folder: Path) -> tuple[float, float]:
+    """(process wall seconds, engine wall seconds from the summary)."""
+    command = [
+        sys.executable, "-m", "ralph", "apply", str(recipe), "--out", str(folder / "out"),
+        "--quiet", "--log-format", "json", "--log-file", str(folder / "log.jsonl"),
+        "--summary-file", str(folder / "run.json"),
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(command, env={**os.environ, "BENCH_KEY": KEY}, capture_output=True, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(done.stdout.decode() + done.stderr.decode())
+    return wall, json.loads((folder / "run.json").read_text())["wall_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-n", type=int, default=5000)
+    parser.add_argument("-c", type=int, default=50)
+    parser.add_argument("--rss-items", type=int, default=100_000)
+    args = parser.parse_args()
+    server, base_url = start_server()
+    try:
+        bare = asyncio.run(bare_loop(base_url, args.n, args.c))
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            recipe = write_recipe(folder, base_url, args.n, args.c, "openai")
+            cold_wall, cold_engine = apply(recipe, folder)
+            warm_wall, warm_engine = apply(recipe, folder)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            apply(write_recipe(folder, base_url, args.rss_items, args.c, "echo"), folder)
+            peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    finally:
+        server.terminate()
+        server.wait()
+    rate = args.n / bare
+    print(f"N={args.n} C={args.c}")
+    print(f"bare aiohttp loop     {bare:6.2f}s  {rate:8.0f} req/s")
+    print(f"ralph apply (engine)  {cold_engine:6.2f}s  {args.n / cold_engine:8.0f} req/s  ratio {bare / cold_engine:.2f}x")
+    print(f"ralph apply (process) {cold_wall:6.2f}s  {args.n / cold_wall:8.0f} req/s  ratio {bare / cold_wall:.2f}x")
+    print(f"cached re-run         {warm_wall:6.2f}s  ({warm_wall / cold_wall:.0%} of the cold run; engine {warm_engine:.2f}s)")
+    print(f"{args.rss_items} JSONL items on echo: peak RSS {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
