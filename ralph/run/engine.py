@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ralph.cache import ResponseCache
 from ralph.keys import Secret, resolve_key
+from ralph.observe.logs import event
 from ralph.observe.summary import EXIT_INTERRUPTED, AgentStats, RunStats, TaskStats
 from ralph.providers import HTTP_PROVIDERS, PROVIDERS
 from ralph.recipe.model import Recipe
@@ -88,7 +89,7 @@ class Engine:
         if not self.stopping:
             self.stopping = True
             self.stats.stopped_by = limit
-            self.logger.warning("run_stopped", extra={"status": limit})
+            event(self.logger, logging.WARNING, "run_stopped", status=limit)
 
     def progress_advance(self, task: str, outcome: str) -> None:
         if self.progress is not None:

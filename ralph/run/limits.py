@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from ralph.recipe.model import Limits
@@ -90,7 +91,11 @@ class Pacer:
 
 class AdaptiveLimit:
     """In-flight cap for one agent that halves on a 429 and grows back by one per round of
-    successes, so a run settles just under the provider's real limit."""
+    successes, so a run settles just under the provider's real limit.
+
+    A hand-rolled gate rather than an asyncio.Condition: entering is a comparison and an
+    increment when there is room, which is nearly always, and this sits on every request.
+    """
 
     def __init__(self, ceiling: int) -> None:
         self.ceiling = ceiling
@@ -98,18 +103,31 @@ class AdaptiveLimit:
         self.in_flight = 0
         self._successes = 0
         self._cooldown_until = 0.0
-        self._changed = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def __aenter__(self) -> AdaptiveLimit:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < self.limit)
-            self.in_flight += 1
+        while self.in_flight >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self._wake()  # pass on a wake-up this waiter may have been given
+                raise
+        self.in_flight += 1
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._changed:
-            self.in_flight -= 1
-            self._changed.notify_all()
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        room = self.limit - self.in_flight
+        while room > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                room -= 1
 
     def on_rate_limited(self) -> None:
         # the requests already in flight saw the same limit: shrink once per round, not per 429
@@ -127,3 +145,4 @@ class AdaptiveLimit:
         if self._successes >= self.limit:
             self._successes = 0
             self.limit += 1
+            self._wake()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ralph.cache import Entry, cache_key
 from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import iter_items
-from ralph.observe.logs import event
+from ralph.observe.logs import event, flush_logs
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Task
@@ -116,7 +116,7 @@ class TaskRun:
             if rt.exhausted is not None:
                 reason = f"agent '{rt.agent.name}' is exhausted: {rt.exhausted}"
                 continue
-            outcome = await self._attempts(rt, request, prepared)
+            outcome = await self._attempts(rt, request, prepared, key)
             if isinstance(outcome, tuple):
                 self._succeed(Done(prepared, rt.agent.name, outcome[0], outcome[1], key, False))
                 return
@@ -157,7 +157,7 @@ class TaskRun:
         return False
 
     async def _attempts(
-        self, rt: AgentRuntime, request: Request, prepared: Prepared
+        self, rt: AgentRuntime, request: Request, prepared: Prepared, key: str | None
     ) -> tuple[str, Response] | str | _Stopped:
         engine, policy = self.engine, rt.agent.retries
         estimate = estimate_tokens(request.prompt) + (
@@ -183,7 +183,7 @@ class TaskRun:
             except AttemptError as error:
                 used = (response.input_tokens, response.output_tokens) if response else (0, 0)
                 engine.budget.settle(reservation, sum(used), rt.cost(*used))
-                self._record_attempt(rt, prepared, attempt, started, response, error)
+                self._record_attempt(rt, prepared, key, attempt, started, response, error)
                 decision = await self._after_failure(rt, error, attempt)
                 if decision is not None:
                     return decision
@@ -191,7 +191,7 @@ class TaskRun:
             cost = rt.cost(response.input_tokens, response.output_tokens)
             engine.budget.settle(reservation, response.input_tokens + response.output_tokens, cost)
             rt.limit.on_success()
-            self._record_attempt(rt, prepared, attempt, started, response, None)
+            self._record_attempt(rt, prepared, key, attempt, started, response, None)
             return text, response
         return "retries exhausted"
 
@@ -230,6 +230,7 @@ class TaskRun:
         self,
         rt: AgentRuntime,
         prepared: Prepared,
+        key: str | None,
         attempt: int,
         started: float,
         response: Response | None,
@@ -261,7 +262,8 @@ class TaskRun:
             input_tokens=tokens_in,
             output_tokens=tokens_out,
             cost_usd=round(cost, 8),
-            cache="miss",
+            cache="miss" if key else "off",
+            cache_key=key[:12] if key else None,
             prompt_chars=len(prepared.prompt),
             prompt_sha=self.engine.prompt_hash(prepared.prompt),
             error=str(error) if error else None,
@@ -316,6 +318,7 @@ class TaskRun:
             )
         for done in pending:
             self._write(done)
+        flush_logs()
 
     def _write(self, done: Done) -> None:
         prepared = done.prepared

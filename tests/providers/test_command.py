@@ -117,7 +117,7 @@ def test_shell_command_when_the_recipe_asks(ralph: Callable[..., Result], tmp_pa
     recipe = command_recipe(tmp_path, AGENT).read_text()
     recipe = recipe.replace(
         f"command: [{sys.executable}, agent.py]",
-        f"command: 'cat > /dev/null; echo from-$((40 + 2))'\n    shell: true",
+        "command: 'cat > /dev/null; echo from-$((40 + 2))'\n    shell: true",
     )
     (tmp_path / "recipe.yaml").write_text(recipe)
     result = apply(ralph, tmp_path / "recipe.yaml", tmp_path)
