@@ -92,14 +92,23 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("-c", type=int, default=50)
     parser.add_argument("--rss-items", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     args = parser.parse_args()
     server, base_url = start_server()
     try:
-        bare = asyncio.run(bare_loop(base_url, args.n, args.c))
+        asyncio.run(bare_loop(base_url, min(args.n, 1000), args.c))  # warm the server up
+        bare, cold_wall, cold_engine = float("inf"), float("inf"), float("inf")
+        for _ in range(args.repeat):  # interleaved, so drift on a shared machine hits both
+            bare = min(bare, asyncio.run(bare_loop(base_url, args.n, args.c)))
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                recipe = write_recipe(folder, base_url, args.n, args.c, "openai")
+                wall, engine = apply(recipe, folder)
+                cold_wall, cold_engine = min(cold_wall, wall), min(cold_engine, engine)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             recipe = write_recipe(folder, base_url, args.n, args.c, "openai")
-            cold_wall, cold_engine = apply(recipe, folder)
+            apply(recipe, folder)
             warm_wall, warm_engine = apply(recipe, folder)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)

@@ -1,8 +1,7 @@
 """One task of a run: a bounded pool of workers pulling items from a stream.
 
 Workers never outnumber the agents' concurrency, so memory stays flat for a million items.
-Finished answers are flushed in batches: the cache first, in one transaction, then the
-outputs, so an item whose output exists is always in the cache too.
+Finished items go to a TaskWriter (writer.py), which caches and writes them in batches.
 """
 
 from __future__ import annotations
@@ -11,25 +10,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ralph.cache import Entry, cache_key
+from ralph.cache import cache_key
 from ralph.filters import OUTPUT_FILTERS, apply_filters
-from ralph.items import iter_items
-from ralph.observe.logs import event, flush_logs
+from ralph.items import item_key, iter_items
+from ralph.observe.logs import event
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
-from ralph.recipe.build import thaw
 from ralph.recipe.model import Task
 from ralph.run.agents import AgentRuntime
-from ralph.run.outputs import OrderedJsonl, OutputPathError, safe_output_path, write_atomic
+from ralph.run.outputs import OutputPathError, safe_output_path
 from ralph.run.prepare import ItemRejected, Prepared, Preparer
 from ralph.run.retry import backoff_s, is_retryable
+from ralph.run.writer import Done, Failed, Skipped, TaskWriter
 
 if TYPE_CHECKING:
     from ralph.run.engine import Engine
 
-FLUSH_EVERY = 64
 FLUSH_INTERVAL_S = 0.05
 
 
@@ -38,16 +35,6 @@ class _Stopped:
 
 
 STOPPED = _Stopped()
-
-
-@dataclass(frozen=True)
-class Done:
-    prepared: Prepared
-    agent: str
-    text: str
-    response: Response
-    key: str | None
-    cached: bool
 
 
 class TaskRun:
@@ -61,13 +48,13 @@ class TaskRun:
             iter_items(task.items) if task.items is not None else iter([None])
         )
         self.use_cache = engine.cache is not None and task.cache.enabled
-        self.jsonl = (
-            OrderedJsonl(engine.options.out_dir / f"{task.name}.jsonl")
-            if task.output is None
-            else None
+        self.writer = TaskWriter(
+            engine.options.out_dir,
+            engine.options.out_dir / f"{task.name}.jsonl" if task.output is None else None,
+            engine.cache if self.use_cache else None,
+            task.cache.ttl_s,
+            engine.keeps_answers,
         )
-        self.answers: dict[int | str, str] = {}
-        self._pending: list[Done] = []
         self.log = engine.logger
 
     async def run(self) -> None:
@@ -82,9 +69,7 @@ class TaskRun:
         finally:
             self.engine.workers.difference_update(workers)
             flusher.cancel()
-            self.flush()
-            if self.jsonl is not None:
-                self.jsonl.close()
+            self.writer.close()
             self._publish_answers()
         for result in results:
             if isinstance(result, Exception):
@@ -274,79 +259,30 @@ class TaskRun:
         if done.cached:
             self.stats.cached += 1
         self.engine.progress_advance(self.task.name, "cached" if done.cached else "done")
-        self._pending.append(done)
-        if len(self._pending) >= FLUSH_EVERY:
-            self.flush()
+        self.writer.add(done)
 
     def _fail(self, index: int, item: Any, reason: str) -> None:
         self.stats.failed += 1
         self.stats.failures[reason] += 1
         self.engine.progress_advance(self.task.name, "failed")
-        event(
-            self.log,
-            logging.ERROR,
-            "item_failed",
-            task=self.task.name,
-            item=str(index),
-            error=reason,
-        )
-        if self.jsonl is not None:
-            self.jsonl.add(
-                index, {"index": index, "item": thaw(item), "status": "failed", "error": reason}
-            )
+        key = item_key(item, index)
+        event(self.log, logging.ERROR, "item_failed", task=self.task.name, item=key, error=reason)
+        self.writer.add(Failed(index, item, reason))
 
     def _not_started(self, index: int) -> None:
         self.stats.items -= 1
-        if self.jsonl is not None:
-            self.jsonl.add(index, None)
+        self.writer.add(Skipped(index))
 
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            self.flush()
-
-    def flush(self) -> None:
-        """Cache first, in one transaction; then outputs: an item with an output is cached."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        cache = self.engine.cache
-        if cache is not None and self.use_cache:
-            ttl = self.task.cache.ttl_s
-            cache.put_many(
-                Entry(d.key, d.response, d.agent, ttl) for d in pending if not d.cached and d.key
-            )
-        for done in pending:
-            self._write(done)
-        flush_logs()
-
-    def _write(self, done: Done) -> None:
-        prepared = done.prepared
-        if self.engine.keeps_answers:
-            self.answers[
-                prepared.key if prepared.key != str(prepared.index) else prepared.index
-            ] = done.text
-        if prepared.output is not None:
-            write_atomic(safe_output_path(self.engine.options.out_dir, prepared.output), done.text)
-        if self.jsonl is not None:
-            self.jsonl.add(
-                prepared.index,
-                {
-                    "index": prepared.index,
-                    "item": thaw(prepared.item),
-                    "answer": done.text,
-                    "status": "cached" if done.cached else "done",
-                    "agent": done.agent,
-                    "usage": {
-                        "input_tokens": done.response.input_tokens,
-                        "output_tokens": done.response.output_tokens,
-                    },
-                    "cache_key": done.key[:12] if done.key else None,
-                },
-            )
+            self.writer.submit()
 
     def _publish_answers(self) -> None:
+        answers = self.writer.answers
+        if answers is None:
+            return
         if self.task.items is None:
-            self.engine.outputs[self.task.name] = next(iter(self.answers.values()), None)
+            self.engine.outputs[self.task.name] = next(iter(answers.values()), None)
         else:
-            self.engine.outputs[self.task.name] = self.answers
+            self.engine.outputs[self.task.name] = answers
