@@ -49,6 +49,10 @@ SetOption = Annotated[
     ),
 ]
 
+CacheDirOption = Annotated[
+    Path | None, typer.Option("--cache-dir", envvar="RALPH_CACHE_DIR", help="Cache folder.")
+]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -135,6 +139,9 @@ def apply(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar; only warnings on stderr.")
     ] = False,
+    skip_health: Annotated[
+        bool, typer.Option("--skip-health", help="Do not run the health checks first.")
+    ] = False,
 ) -> int:
     """Run a recipe: every task in order, within its limits, cached and resumable."""
     import json
@@ -148,15 +155,14 @@ def apply(
     from ralph.run.outputs import write_atomic
 
     model = load_recipe(recipe, profile, sets or ())
+    resolved_cache = None if no_cache else (cache_dir or default_cache_dir(model.path))
+    if not skip_health:
+        _require_health(model, out, resolved_cache)
     tty = sys.stderr.isatty()
     fmt = (log_format or (LogFormat.text if tty else LogFormat.json)).value
     show_progress = tty and not quiet
     logger = setup_logging(fmt, log_file, quiet=quiet or show_progress)
-    options = RunOptions(
-        out_dir=out,
-        cache_dir=None if no_cache else (cache_dir or default_cache_dir(model.path)),
-        concurrency=concurrency,
-    )
+    options = RunOptions(out_dir=out, cache_dir=resolved_cache, concurrency=concurrency)
     progress = _progress() if show_progress else None
     try:
         with progress if progress is not None else nullcontext():
@@ -168,6 +174,49 @@ def apply(
         write_atomic(summary_file, json.dumps(summary, indent=2) + "\n")
     typer.echo(render_summary(summary))
     return stats.exit_code
+
+
+def _require_health(model: Any, out: Path, cache_dir: Path | None) -> None:
+    import asyncio
+
+    from ralph.health import HealthError, run_checks
+
+    failed = [r for r in asyncio.run(run_checks(model, out, cache_dir)) if not r.ok]
+    if failed:
+        reasons = "; ".join(f"{r.name}: {r.detail}" for r in failed)
+        raise HealthError(f"health check failed, nothing was sent ({reasons})")
+
+
+@app.command()
+def health(
+    recipe: Annotated[Path, typer.Argument(help="The recipe whose agents and checks to test.")],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="text or json.")] = Format.text,
+    profile: ProfileOption = None,
+    sets: SetOption = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The output folder to check.")] = Path(
+        "out"
+    ),
+    cache_dir: CacheDirOption = None,
+) -> int:
+    """Check that every agent answers and every health check passes; a table with latencies."""
+    import asyncio
+    import json
+
+    from ralph.cache import default_cache_dir
+    from ralph.health import run_checks
+    from ralph.observe.tables import table
+    from ralph.recipe.validate import load_recipe
+
+    model = load_recipe(recipe, profile, sets or ())
+    results = asyncio.run(run_checks(model, out, cache_dir or default_cache_dir(model.path)))
+    if fmt == Format.json:
+        typer.echo(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        rows = [
+            [r.name, "ok" if r.ok else "FAIL", f"{r.latency_ms:.0f} ms", r.detail] for r in results
+        ]
+        typer.echo("\n".join(table(["check", "status", "latency", "detail"], rows)))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _progress() -> Any:
@@ -188,11 +237,6 @@ def _cache_dir(recipe: Path | None, cache_dir: Path | None) -> Path:
     if recipe is None:
         raise UsageError("name a recipe (its cache is .ralph/cache beside it) or pass --cache-dir")
     return default_cache_dir(recipe)
-
-
-CacheDirOption = Annotated[
-    Path | None, typer.Option("--cache-dir", envvar="RALPH_CACHE_DIR", help="Cache folder.")
-]
 
 
 @cache_app.command("stats")

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ralph.testing import FakeLLMServer, Fault
+from ralph.testing import FakeLLMServer, Fault, RecordedRequest
 from tests.conftest import TEST_KEY, Result, write_recipe
 
 CHAT = "/v1/chat/completions"
@@ -48,8 +48,11 @@ def recipe_text(
 
 
 def apply(ralph: Callable[..., Result], recipe: Path, tmp_path: Path, *extra: str) -> Result:
+    """`ralph apply` without the health checks, so only the run's own requests reach the server
+    (tests/test_health.py covers them)."""
     return ralph(
         "apply",
+        "--skip-health",
         str(recipe),
         "--out",
         str(tmp_path / "out"),
@@ -60,6 +63,11 @@ def apply(ralph: Callable[..., Result], recipe: Path, tmp_path: Path, *extra: st
         "json",
         *extra,
     )
+
+
+def sent_to(server: FakeLLMServer, path: str) -> list[RecordedRequest]:
+    """Requests to one path (the health checks before a run also reach /v1/models)."""
+    return [r for r in server.requests if r.path == path]
 
 
 def lines(path: Path) -> list[dict[str, object]]:
@@ -77,7 +85,7 @@ def test_openai_items_answered_in_item_order(
     assert [r["answer"] for r in records] == [f"echo: Say item {n}" for n in range(5)]
     assert records[0]["item"] == {"id": "i0", "text": "item 0"}
     assert server.counts[CHAT] == 5
-    sent = server.requests[0]
+    sent = sent_to(server, CHAT)[0]
     assert sent.headers["authorization"] == f"Bearer {TEST_KEY}"
     assert sent.body["model"] == "test-model" and sent.body["max_tokens"] == 50
 
@@ -90,8 +98,7 @@ def test_anthropic_headers_and_system(
     )
     result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
     assert result.code == 0, result.err
-    sent = server.requests[0]
-    assert sent.path == MESSAGES
+    sent = sent_to(server, MESSAGES)[0]
     assert sent.headers["x-api-key"] == TEST_KEY
     assert sent.headers["anthropic-version"] == "2023-06-01"
     assert sent.body["system"] == "Be brief."
@@ -274,7 +281,7 @@ def test_nested_params_are_sent_and_keyed(
     )
     recipe = write_recipe(tmp_path, text)
     assert apply(ralph, recipe, tmp_path).code == 0
-    assert server.requests[0].body["response_format"] == {"type": "json_object"}
+    assert sent_to(server, CHAT)[0].body["response_format"] == {"type": "json_object"}
     recipe.write_text(text.replace("json_object", "text"))
     assert apply(ralph, recipe, tmp_path).code == 0
     assert server.counts[CHAT] == 2, "a different nested param must not hit the same cache entry"

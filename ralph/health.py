@@ -1,0 +1,155 @@
+"""Health checks: can this recipe run here, now? Run by `ralph health` and before `ralph apply`.
+
+Every agent the tasks use is checked (openai: GET /models with the key; anthropic: an
+authenticated GET /models; command: the program is found and its probe exits 0; echo: always),
+then the recipe's own `health_checks:`, then the folders a run writes to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ralph.errors import ConfigError, RalphError
+from ralph.recipe.model import CommandCheck, HttpCheck, Recipe
+
+if TYPE_CHECKING:
+    import aiohttp
+
+
+class HealthError(RalphError):
+    """A health check failed before anything was sent."""
+
+    exit_code = 5
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    latency_ms: float
+    detail: str
+
+
+Probe = Callable[[], Awaitable[str | None]]
+
+
+async def run_checks(recipe: Recipe, out_dir: Path, cache_dir: Path | None) -> list[CheckResult]:
+    """Every check, concurrently; each result says what was checked and what went wrong."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(trust_env=False) as session:
+        probes = [_agent_probe(recipe, name, session) for name in used_agents(recipe)]
+        probes += _recipe_probes(recipe, session)
+        probes += [(f"writable: {out_dir}", _writable(out_dir))]
+        if cache_dir is not None:
+            probes.append((f"writable: {cache_dir}", _writable(cache_dir)))
+        return list(await asyncio.gather(*(_timed(name, probe) for name, probe in probes)))
+
+
+def used_agents(recipe: Recipe) -> list[str]:
+    names: list[str] = []
+    for task in recipe.tasks:
+        current: str | None = task.agent
+        while current is not None and current not in names:
+            names.append(current)
+            current = recipe.agents[current].fallback
+    return names
+
+
+async def _timed(name: str, probe: Probe) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        problem = await probe()
+    except RalphError as exc:
+        problem = str(exc)
+    except (OSError, TimeoutError) as exc:
+        problem = f"{exc.__class__.__name__}: {exc}"
+    latency_ms = (time.perf_counter() - started) * 1000
+    return CheckResult(name, problem is None, latency_ms, problem or "ok")
+
+
+def _agent_probe(recipe: Recipe, name: str, session: aiohttp.ClientSession) -> tuple[str, Probe]:
+    from ralph.keys import resolve_key
+    from ralph.providers import PROVIDERS
+
+    agent = recipe.agents[name]
+
+    async def probe() -> str | None:
+        try:
+            key = resolve_key(agent)
+        except ConfigError as exc:
+            return str(exc)
+        return await PROVIDERS[agent.provider](agent, key, session).health()
+
+    return f"agent: {name} ({agent.provider})", probe
+
+
+def _recipe_probes(recipe: Recipe, session: aiohttp.ClientSession) -> list[tuple[str, Probe]]:
+    probes: list[tuple[str, Probe]] = []
+    for check in recipe.health_checks:
+        if isinstance(check, HttpCheck):
+            probes.append((f"http: {check.url}", _http(check, session)))
+        elif isinstance(check, CommandCheck):
+            probes.append((f"command: {' '.join(check.argv)}", _command(check)))
+        elif check.agent not in used_agents(recipe):
+            probes.append(_agent_probe(recipe, check.agent, session))
+    return probes
+
+
+def _http(check: HttpCheck, session: aiohttp.ClientSession) -> Probe:
+    import aiohttp
+
+    async def probe() -> str | None:
+        timeout = aiohttp.ClientTimeout(total=check.timeout_s)
+        try:
+            async with session.get(check.url, timeout=timeout) as response:
+                status = response.status
+        except aiohttp.ClientError as exc:
+            return f"cannot connect: {exc.__class__.__name__}"
+        if status != check.expect_status:
+            return f"HTTP {status}, expected {check.expect_status}"
+        return None
+
+    return probe
+
+
+def _command(check: CommandCheck) -> Probe:
+    async def probe() -> str | None:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *check.argv,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return f"cannot run '{check.argv[0]}': {exc.strerror or exc}"
+        try:
+            code = await asyncio.wait_for(process.wait(), check.timeout_s)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return f"no exit within {check.timeout_s:g}s"
+        return None if code == check.expect_exit else f"exit {code}, expected {check.expect_exit}"
+
+    return probe
+
+
+def _writable(folder: Path) -> Probe:
+    async def probe() -> str | None:
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{existing} is not a directory"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"{existing} is not writable"
+        return None
+
+    return probe
