@@ -17,6 +17,14 @@ _SECRET = re.compile(
 SECRET_FIELD_NAMES = frozenset({"api_key", "apikey", "api-key", "x-api-key", "authorization"})
 
 
+_FIELDS = frozenset(name.replace("_", "-") for name in SECRET_FIELD_NAMES)
+
+
+def is_secret_field(name: str) -> bool:
+    """A key that holds a credential whatever its value (`api_key`, `Authorization`, ...)."""
+    return name.lower().replace("_", "-") in _FIELDS
+
+
 def looks_like_secret(text: str) -> bool:
     return _SECRET.search(text) is not None
 

@@ -7,11 +7,15 @@ and a node and depth budget while copying, which is where a YAML alias bomb woul
 from __future__ import annotations
 
 import datetime as dt
+import re
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ralph.errors import Problem, RecipeError
+from ralph.secrets import redact
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
@@ -80,6 +84,8 @@ def _read_bytes(path: Path, shown: str) -> bytes:
 
 
 def _decode(raw: bytes, shown: str) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise _error(shown, 1, 1, "", "file is UTF-16 encoded; save it as UTF-8")
     if b"\x00" in raw:
         line, col = _byte_position(raw, raw.index(b"\x00"))
         raise _error(shown, line, col, "", "file is binary (NUL byte), not a YAML recipe")
@@ -104,23 +110,95 @@ def _byte_position(raw: bytes, offset: int) -> tuple[int, int]:
 def _parse(text: str, shown: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.reader import ReaderError
 
     yaml = YAML(typ="rt")
+    # the composer stops here, before deep flow nesting gets slow (newer ruamel; the copy
+    # below enforces the same limit with older ones)
+    yaml.max_depth = MAX_DEPTH + 1
     try:
-        return yaml.load(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a reused anchor is legal YAML, not worth a warning
+            return yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        problem = (exc.problem or "invalid YAML").split("\n")[0]
-        if exc.context and "duplicate key" not in problem:
-            problem = f"{exc.context}: {problem}" if "while" not in exc.context else problem
-        raise _error(shown, line, col, "", f"YAML syntax error: {problem}") from None
+        raise _error(shown, line, col, "", _syntax_message(exc)) from None
+    except ReaderError as exc:
+        line, col = _char_position(text, exc.position)
+        raise _error(
+            shown, line, col, "", f"character U+{exc.character:04X} is not allowed in YAML"
+        ) from None
     except RecursionError:
         raise _error(
             shown, 1, 1, "", f"recipe is nested more than {MAX_DEPTH} levels deep"
         ) from None
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+        # ruamel's constructors fail this way on a tag that does not fit its value (`!!set x`,
+        # `!!int abc`) or a key it cannot hash (`? {a: {b: c}}`); recipes need neither
+        line, col, message = _construct_failure(text)
+        raise _error(shown, line, col, "", message) from None
     except YAMLError as exc:
         raise _error(shown, 1, 1, "", f"YAML error: {str(exc).splitlines()[0]}") from None
+
+
+def _construct_failure(text: str) -> tuple[int, int, str]:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.tokens import TagToken
+
+    try:
+        for token in YAML(typ="rt").scan(text):
+            if isinstance(token, TagToken):
+                tag = "".join(part or "" for part in token.value)
+                mark = token.start_mark
+                return (
+                    mark.line + 1,
+                    mark.column + 1,
+                    f"YAML error: cannot read the value tagged '{tag}' (recipes need no tags)",
+                )
+    except YAMLError:
+        pass
+    return 1, 1, "YAML error: mapping keys must be plain text, not mappings or lists"
+
+
+def _syntax_message(exc: Any) -> str:
+    problem = str(exc.problem or "invalid YAML").split("\n")[0]
+    kind = type(exc).__name__
+    if kind == "MaxDepthExceededError":
+        return f"recipe is nested more than {MAX_DEPTH} levels deep"
+    if kind == "DuplicateKeyError":
+        # ruamel's message quotes both values, which may be secrets: name only the key
+        key = re.match(r'found duplicate key "(.*)" with value', problem)
+        name = key.group(1) if key else "?"
+        return f"duplicate key '{name}' (a key may appear only once in a mapping)"
+    if problem == "but found another document":
+        return "YAML syntax error: found a second document ('---'); a recipe is one YAML document"
+    context, mark, at = exc.context or "", exc.context_mark, exc.problem_mark
+    if context.startswith("while") and mark is not None and at is not None and mark.line != at.line:
+        # "while parsing a flow mapping" → "in the flow mapping that starts at ..."
+        where = re.sub(r"^while \w+ an? ", "in the ", context)
+        problem += f" ({where} that starts at line {mark.line + 1}, column {mark.column + 1})"
+    elif context and not context.startswith("while"):
+        problem = f"{context}: {problem}"
+    return f"YAML syntax error: {problem}{_hint(problem)}"
+
+
+def _hint(problem: str) -> str:
+    if "'\\t'" in problem:
+        return "; indent with spaces, not tabs"
+    if "found character '%'" in problem:
+        return '; quote a value that starts with a template tag, e.g. "{% if x %}...{% endif %}"'
+    if "cannot start any token" in problem:
+        return "; put the value in quotes"
+    if "expected <block end>" in problem:
+        return "; check the indentation"
+    return ""
+
+
+def _char_position(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
 class _Copier:
@@ -132,12 +210,13 @@ class _Copier:
 
     def plain(self, node: Any, path: tuple[str | int, ...], depth: int) -> Any:
         self.nodes += 1
+        # reported at the top-level entry that grew too big: deeper paths only add noise
         if self.nodes > MAX_NODES:
             raise _TooBig(
-                f"recipe expands to more than {MAX_NODES} values (a YAML alias bomb?)", path
+                f"recipe expands to more than {MAX_NODES} values (a YAML alias bomb?)", path[:2]
             )
         if depth > MAX_DEPTH:
-            raise _TooBig(f"recipe is nested more than {MAX_DEPTH} levels deep", path)
+            raise _TooBig(f"recipe is nested more than {MAX_DEPTH} levels deep", path[:2])
         if isinstance(node, dict | list):
             if id(node) in self.open:
                 raise _TooBig("recipe refers to itself through a YAML alias", path)
@@ -159,6 +238,12 @@ class _Copier:
 
 
 def _scalar_key(key: Any, path: tuple[str | int, ...]) -> str:
+    if isinstance(key, Mapping):
+        raise _TooBig(
+            "YAML reads an unquoted '{{ ... }}' as a mapping; "
+            'put the template in quotes, e.g. "{{ item.body }}"',
+            path,
+        )
     plain = _scalar(key) if isinstance(key, int | float | dt.date) or key is None else key
     if plain is None or isinstance(plain, bool):
         return "null" if plain is None else str(plain).lower()
@@ -200,4 +285,5 @@ def _kind(value: Any) -> str:
 
 
 def _error(file: str, line: int, col: int, path: str, message: str) -> RecipeError:
-    return RecipeError([Problem(file=file, line=line, column=col, path=path, message=message)])
+    problem = Problem(file=file, line=line, column=col, path=path, message=redact(message))
+    return RecipeError([problem])

@@ -87,16 +87,20 @@ class Locator:
         return Problem(self.display, line, col, dotted(path), redact(message))
 
     def template_problem(self, path: Path, template_line: int, message: str) -> Problem:
-        """A problem at line `template_line` of the template stored at `path`."""
+        """A problem at line `template_line` of the template stored at `path`.
+
+        Lines map one to one only in a literal block (`|`); a folded block (`>`) joins lines,
+        and a quoted or plain value is reported where it starts (its newlines are escapes).
+        """
         from ralph.secrets import redact
 
-        line, col = locate(self.tree, self._source_path(path))
-        if _is_block_scalar(self.tree, self._source_path(path)) and line < len(self.lines):
-            line += template_line
-            text = self.lines[line - 1] if line - 1 < len(self.lines) else ""
-            col = len(text) - len(text.lstrip()) + 1
-        else:
-            line += template_line - 1
+        source = self._source_path(path)
+        line, col = locate(self.tree, source)
+        style = _block_style(self.tree, source)
+        if style is not None and line < len(self.lines):
+            index = _body_line(self.lines, line, template_line, folded=style == "folded")
+            text = self.lines[index]
+            line, col = index + 1, len(text) - len(text.lstrip()) + 1
         return Problem(self.display, line, col, dotted(path), redact(message))
 
     def _source_path(self, path: Path) -> Path:
@@ -136,7 +140,46 @@ def _exists(tree: Any, path: Path) -> bool:
     return _node_at(tree, path) is not _MISSING
 
 
-def _is_block_scalar(tree: Any, path: Path) -> bool:
+def _block_style(tree: Any, path: Path) -> str | None:
     from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
-    return isinstance(_node_at(tree, path), LiteralScalarString | FoldedScalarString)
+    node = _node_at(tree, path)
+    if isinstance(node, LiteralScalarString):
+        return "literal"
+    if isinstance(node, FoldedScalarString):
+        return "folded"
+    return None
+
+
+def _body_line(lines: Sequence[str], first: int, template_line: int, *, folded: bool) -> int:
+    """0-based index of the source line holding line `template_line` of a block scalar.
+
+    `first` is the 0-based index of the block's first body line (the line after `|` or `>`).
+    """
+    if not folded:
+        return min(first + template_line - 1, len(lines) - 1)
+    indent: int | None = None
+    current, pending, previous = 1, 0, ""
+    index = first
+    for index in range(first, len(lines)):
+        text = lines[index]
+        if not text.strip():
+            pending += 1
+            continue
+        depth = len(text) - len(text.lstrip())
+        indent = depth if indent is None else indent
+        if depth < indent:
+            return index - pending - 1
+        kind = "more" if depth > indent else "text"
+        # folding joins two plain lines with a space; each empty line between them, and
+        # every break next to a more-indented line, is a newline of the template
+        if not previous:
+            current = 1 + pending
+        elif previous == "text" and kind == "text":
+            current += pending
+        else:
+            current += pending + 1
+        if current >= template_line:
+            return index
+        pending, previous = 0, kind
+    return index

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from ralph.secrets import SECRET_FIELD_NAMES
+from ralph.secrets import is_secret_field
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError
@@ -44,7 +44,11 @@ def schema_findings(data: Any) -> list[Finding]:
 def _explain(error: ValidationError) -> Iterator[Finding]:
     path = tuple(error.absolute_path)
     kind = error.validator
-    if kind in ("anyOf", "oneOf") and error.context:
+    if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
+        # the error is about a key, but jsonschema reports it at the mapping holding it
+        path = (*path, error.instance)
+        yield path, True, f"{_show(error.instance)} {_schema_error(error)}"
+    elif kind in ("anyOf", "oneOf") and error.context:
         yield from _explain_choice(error)
     elif kind == "additionalProperties":
         yield from _unknown_keys(error, path)
@@ -56,13 +60,8 @@ def _explain(error: ValidationError) -> Iterator[Finding]:
         allowed: Any = error.validator_value
         yield path, False, _enum_message(error.instance, allowed)
     elif kind == "type":
-        yield (
-            path,
-            False,
-            f"expected {_type_name(error.validator_value)}, got {_kind(error.instance)}",
-        )
-    elif kind == "propertyNames":
-        yield path, True, error.message
+        wanted = _type_name(error.validator_value)
+        yield path, False, f"expected {wanted}, got {_got(error.instance)}"
     else:
         yield path, False, _generic(error)
 
@@ -73,10 +72,17 @@ def _explain_choice(error: ValidationError) -> Iterator[Finding]:
     for sub in error.context or ():
         branches.setdefault(int(sub.schema_path[0]), []).append(sub)
     options: Any = error.validator_value
+    path, instance = tuple(error.absolute_path), error.instance
+    keyed = _keyed_branches(instance, options)
+    if keyed:
+        # a mapping that shares no key with any form: name the keys that pick a form
+        got = _keys(instance) or "no keys"
+        yield path, False, f"expected one of the keys {', '.join(keyed)}, got {got}"
+        return
     best = _closest_branch(error.instance, options, branches)
     if best is None:
         wanted = " or ".join(dict.fromkeys(_branch_name(o) for o in options))
-        yield tuple(error.absolute_path), False, f"expected {wanted}, got {_kind(error.instance)}"
+        yield path, False, f"expected {wanted}, got {_got(error.instance)}"
         return
     for sub in branches.get(best, []):
         yield from _explain(sub)
@@ -96,6 +102,17 @@ def _closest_branch(
         return None
     index = -max(scored)[1]
     return index if index in branches else None
+
+
+def _keyed_branches(instance: Any, options: Sequence[dict[str, Any]]) -> list[str]:
+    """The required key of each mapping form, when there are several and none is present."""
+    if not isinstance(instance, dict):
+        return []
+    forms = [o for o in (_resolved(o) for o in options) if o.get("type") == "object"]
+    keys = [k for o in forms for k in o.get("required", [])]
+    if len(forms) < 2 or len(keys) != len(forms) or set(keys) & set(instance):
+        return []
+    return keys
 
 
 def _resolved(option: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +142,7 @@ def _unknown_keys(error: ValidationError, path: tuple[str | int, ...]) -> Iterat
     for key in instance:
         if key in known:
             continue
-        if key in SECRET_FIELD_NAMES:
+        if isinstance(key, str) and is_secret_field(key):
             continue  # reported by the secret scan, which sees free-form mappings too
         yield (*path, key), True, f"unknown key '{key}'{_did_you_mean(key, known)}"
 
@@ -155,11 +172,29 @@ def _generic(error: ValidationError) -> str:
         "maximum": f"must be at most {limit}, got {_show(value)}",
         "minItems": f"needs at least {limit} item{'s' if limit != 1 else ''}",
         "minProperties": f"needs at least {limit} entr{'ies' if limit != 1 else 'y'}",
-        "maxProperties": "takes exactly one key",
+        "maxProperties": f"takes exactly one key, got {_keys(value)} "
+        "(give each as its own list item)",
         "minLength": "must not be empty",
         "const": f"must be {_show(limit)}, got {_show(value)}",
     }
     return messages.get(str(kind), str(error.message))
+
+
+def _schema_error(error: ValidationError) -> str:
+    if isinstance(error.schema, dict) and "x-error" in error.schema:
+        return str(error.schema["x-error"])
+    return f"is not a valid name ({error.message})"
+
+
+def _keys(value: Any) -> str:
+    return ", ".join(str(k) for k in value) if isinstance(value, dict) else _show(value)
+
+
+def _got(value: Any) -> str:
+    """A wrong value as a user would name it: scalars shown, containers by their kind."""
+    if isinstance(value, dict | list) or value is None:
+        return _kind(value)
+    return _show(value)
 
 
 def _show(value: Any) -> str:

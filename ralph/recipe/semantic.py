@@ -10,15 +10,15 @@ from typing import Any
 
 from ralph.errors import Problem
 from ralph.recipe.positions import Locator
-from ralph.secrets import SECRET_FIELD_NAMES, looks_like_secret
-from ralph.templates import Scope, check
+from ralph.secrets import is_secret_field, looks_like_secret, redact
+from ralph.templates import Scope, TemplateFinding, check, environment
 
 ITEM_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 COMMAND_ONLY = ("command", "shell", "workdir", "probe", "max_output")
 KEY_SOURCES = ("api_key_env", "api_key_file", "api_key_command")
-SECRET_MESSAGE = (
-    "looks like a literal API key; recipes must not hold secrets: put the key in an environment "
-    "variable and name it in api_key_env (or use api_key_file / api_key_command)"
+SECRET_ADVICE = (
+    "recipes must not hold secrets: put the key in an environment variable and name it in "
+    "api_key_env (or use api_key_file / api_key_command)"
 )
 
 Key = tuple[str | int, ...]
@@ -52,17 +52,16 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
 def _secrets(node: Any, path: Key, where: Locator) -> Iterator[Problem]:
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in SECRET_FIELD_NAMES:
-                yield where.problem(
-                    (*path, key), SECRET_MESSAGE.replace("looks like", "is"), at_key=True
-                )
+            if is_secret_field(key):
+                message = f"'{key}' is not allowed here; {SECRET_ADVICE}"
+                yield where.problem((*path, key), message, at_key=True)
             else:
                 yield from _secrets(value, (*path, key), where)
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from _secrets(value, (*path, index), where)
     elif isinstance(node, str) and looks_like_secret(node):
-        yield where.problem(path, SECRET_MESSAGE)
+        yield where.problem(path, f"looks like a literal API key; {SECRET_ADVICE}")
 
 
 def _agent_problems(agents: dict[str, Any], where: Locator) -> Iterator[Problem]:
@@ -246,24 +245,45 @@ def _templates(
     for key in ("system", "prompt", "output"):
         source = task.get(key)
         if isinstance(source, str):
-            for finding in check(source, scope):
+            for finding in _check(source, scope):
                 yield where.template_problem((*path, key), finding.line, finding.message)
     prompt_file = task.get("prompt_file")
     if isinstance(prompt_file, str):
-        yield from _template_file(
-            base_dir / prompt_file, prompt_file, (*path, "prompt_file"), scope
-        )
+        # shown the way the recipe is shown, so that `file:line` opens in an editor
+        shown = str(Path(where.display).parent / prompt_file)
+        yield from _template_file(base_dir / prompt_file, shown, (*path, "prompt_file"), scope)
+
+
+def _check(source: str, scope: Scope) -> list[TemplateFinding]:
+    """`check`, with what Jinja finds only while analysing the template (an unknown filter)."""
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        return check(source, scope)
+    except TemplateSyntaxError as exc:
+        unknown = re.fullmatch(r"No filter named '(.+)'\.?", exc.message or "")
+        if unknown is None:
+            return [TemplateFinding(exc.lineno, f"template error: {exc.message}")]
+        name = unknown.group(1)
+        close = difflib.get_close_matches(name, list(environment().filters), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return [TemplateFinding(exc.lineno, f"unknown template filter '{name}'{hint}")]
 
 
 def _template_file(file: Path, shown: str, path: Key, scope: Scope) -> Iterator[Problem]:
     from ralph.recipe.positions import dotted
 
     try:
-        source = file.read_text("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return  # a missing file is reported by _files; an undecodable one at render time
-    for finding in check(source, scope):
-        yield Problem(shown, finding.line, 1, dotted(path), finding.message)
+        source = file.read_bytes().decode("utf-8")
+    except OSError:
+        return  # a missing file is reported by _files
+    except UnicodeDecodeError as exc:
+        before = exc.object[: exc.start]
+        line, col = before.count(b"\n") + 1, exc.start - before.rfind(b"\n")
+        yield Problem(shown, line, col, dotted(path), "prompt file is not valid UTF-8")
+        return
+    for finding in _check(source, scope):
+        yield Problem(shown, finding.line, 1, dotted(path), redact(finding.message))
 
 
 def _health_problems(

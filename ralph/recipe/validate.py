@@ -12,7 +12,10 @@ from ralph.recipe.load import MAX_BYTES, load_source
 from ralph.recipe.model import Recipe
 from ralph.recipe.positions import Locator
 
-_RECIPE_MARKERS = (re.compile(rb"^version\s*:", re.M), re.compile(rb"^tasks\s*:", re.M))
+_RECIPE_MARKERS = (
+    re.compile(rb"^(?:\xef\xbb\xbf)?version\s*:", re.M),
+    re.compile(rb"^tasks\s*:", re.M),
+)
 _SKIPPED_DIRS = frozenset({".git", ".ralph", ".venv", "venv", "node_modules", "__pycache__"})
 
 
@@ -39,6 +42,11 @@ class ValidationReport:
 def validate_paths(
     paths: Sequence[Path], profile: str | None = None, sets: Sequence[str] = ()
 ) -> ValidationReport:
+    for assignment in sets:
+        # a malformed --set is wrong for every recipe: a usage error, not one problem per file
+        key, sep, _ = assignment.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value, got '{assignment}'")
     return ValidationReport(tuple(check_file(p, profile, sets) for p in discover(paths)))
 
 
@@ -96,6 +104,12 @@ def check_file(path: Path, profile: str | None = None, sets: Sequence[str] = ())
     data = source.data
     try:
         data = apply_profile(data, profile) if profile else data
+    except UsageError as exc:
+        problem = Locator(display, source.tree, source.text).problem(
+            ("profiles",), str(exc), at_key=True
+        )
+        return FileReport(display, (problem,), None)
+    try:
         data = apply_sets(data, sets) if sets else data
     except UsageError as exc:
         return FileReport(display, (Problem(display, 1, 1, "", str(exc)),), None)

@@ -1,0 +1,182 @@
+"""Checks beyond the schema: references, files, templates, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ralph.recipe.validate import check_file
+from ralph.secrets import is_secret_field, looks_like_secret, redact
+
+HEAD = """\
+version: 1
+name: t
+vars: {tone: terse}
+agents:
+  writer: {provider: echo}
+  coder: {provider: command, command: [claude, -p]}
+tasks:
+"""
+
+
+def problems(
+    tmp_path: Path, tasks: str, files: dict[str, str | bytes] | None = None
+) -> list[tuple[str, int, str]]:
+    for name, content in (files or {}).items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(HEAD + tasks, "utf-8")
+    report = check_file(recipe)
+    return [(p.file, p.line, p.message) for p in report.problems]
+
+
+def messages(tmp_path: Path, tasks: str, files: dict[str, str | bytes] | None = None) -> list[str]:
+    return [message for _, _, message in problems(tmp_path, tasks, files)]
+
+
+def test_a_task_sees_outputs_of_earlier_tasks_items_and_loop_values(tmp_path: Path) -> None:
+    tasks = """\
+  - name: first
+    agent: writer
+    for_each: [{id: 1}]
+    prompt: "{{ item.id }} {{ vars.tone }} {{ task }}"
+    output: "out/{{ item.id }}.md"
+  - name: second
+    agent: coder
+    loop: {until: DONE}
+    prompt: "{{ outputs.first }} {{ iteration }} {{ previous }}"
+"""
+    assert messages(tmp_path, tasks) == []
+
+
+@pytest.mark.parametrize("output", ["out/{{ item.id }}.md", "reports/x..md", "..hidden/x.md"])
+def test_an_output_inside_the_output_dir_is_fine(tmp_path: Path, output: str) -> None:
+    tasks = (
+        f"  - {{name: a, agent: writer, for_each: [{{id: 1}}], prompt: hi, output: '{output}'}}\n"
+    )
+    assert messages(tmp_path, tasks) == []
+
+
+@pytest.mark.parametrize(
+    "output", ["../x.md", "a/../../x.md", "/etc/x", "~/x.md", "C:/x.md", "\\\\server\\x", "x/.."]
+)
+def test_an_output_that_could_escape_is_refused(tmp_path: Path, output: str) -> None:
+    tasks = f"  - {{name: a, agent: writer, prompt: hi, output: '{output}'}}\n"
+    assert messages(tmp_path, tasks) == [
+        f"output path '{output}' could leave the output directory (no '..' or absolute paths)"
+    ]
+
+
+def test_a_fallback_cycle_is_reported_once(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "version: 1\nname: t\nagents:\n"
+        "  c: {provider: echo, fallback: a}\n"
+        "  a: {provider: echo, fallback: b}\n"
+        "  b: {provider: echo, fallback: c}\n"
+        "  d: {provider: echo, fallback: d}\n"
+        "tasks: [{name: t, agent: a, prompt: hi}]\n",
+        "utf-8",
+    )
+    found = [(p.line, p.message) for p in check_file(recipe).problems]
+    assert found == [
+        (5, "fallback cycle: a → b → c → a"),
+        (7, "an agent cannot fall back to itself"),
+    ]
+
+
+def test_problems_in_a_prompt_file_are_reported_in_that_file(tmp_path: Path) -> None:
+    tasks = "  - {name: a, agent: writer, prompt_file: prompts/p.j2}\n"
+    found = problems(tmp_path, tasks, {"prompts/p.j2": "ok\n\n{{ vars.tnoe }}\n"})
+    assert found == [
+        (
+            str(tmp_path / "prompts" / "p.j2"),
+            3,
+            "undefined template variable 'vars.tnoe' (available here: tone; did you mean 'tone'?)",
+        )
+    ]
+
+
+def test_a_prompt_file_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
+    tasks = "  - {name: a, agent: writer, prompt_file: p.j2}\n"
+    found = problems(tmp_path, tasks, {"p.j2": b"line one\ncaf\xe9\n"})
+    assert found == [(str(tmp_path / "p.j2"), 2, "prompt file is not valid UTF-8")]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("{file: items.csv}", []),
+        ("{file: items.TXT, format: jsonl}", []),
+        (
+            "{file: items.TXT}",
+            [
+                "cannot tell the format of 'items.TXT' from its extension; "
+                "add format: jsonl, csv, yaml or json"
+            ],
+        ),
+        ("{file: nope.jsonl}", ["items file 'nope.jsonl' not found (relative to the recipe)"]),
+    ],
+)
+def test_an_items_file_must_exist_and_have_a_known_format(
+    tmp_path: Path, spec: str, expected: list[str]
+) -> None:
+    tasks = f"  - {{name: a, agent: writer, for_each: {spec}, prompt: '{{{{ item }}}}'}}\n"
+    assert messages(tmp_path, tasks, {"items.csv": "id\n1\n", "items.TXT": "{}\n"}) == expected
+
+
+def test_a_secret_anywhere_is_found_even_deep_in_a_list(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    secret = "sk-ant-api03-DeepInsideAList0123"
+    recipe.write_text(
+        "version: 1\nname: t\nvars:\n  nested: [[{x: ok}, {y: " + secret + "}]]\n"
+        "agents: {w: {provider: echo}}\ntasks: [{name: t, agent: w, prompt: hi}]\n",
+        "utf-8",
+    )
+    (found,) = check_file(recipe).problems
+    assert (found.line, found.path) == (4, "vars.nested[0][1].y")
+    assert secret not in found.message
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("api_key", True),
+        ("API_KEY", True),
+        ("api-key", True),
+        ("apiKey", True),
+        ("Authorization", True),
+        ("X-Api-Key", True),
+        ("api_key_env", False),
+        ("max_tokens", False),
+        ("key", False),
+    ],
+)
+def test_secret_field_names_are_matched_regardless_of_case(name: str, secret: bool) -> None:
+    assert is_secret_field(name) is secret
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sk-proj-AbCdEfGhIjKlMnOpQrSt",
+        "sk-ant-api03-abcdefgh",
+        "key=sk-abcdefghijklmnop1234 here",
+        "AKIAABCDEFGHIJKLMNOP",
+        "ghp_abcdefghijklmnopqrstuvwxyz",
+    ],
+)
+def test_key_shaped_values_are_recognised_and_redacted(text: str) -> None:
+    assert looks_like_secret(text)
+    assert "[REDACTED]" in redact(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["risk-assessment-for-the-whole-team", "sk-short", "ask-me-anything", "OPENAI_API_KEY"]
+)
+def test_ordinary_text_is_not_mistaken_for_a_key(text: str) -> None:
+    assert not looks_like_secret(text)
+    assert redact(text) == text

@@ -1,0 +1,99 @@
+"""Rendering validation reports: text for people, JSON for machines, annotations for CI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ralph.errors import Problem
+from ralph.recipe.validate import FileReport, ValidationReport
+from ralph.render import problem_lines, render_report, summary
+
+TIMEOUT = Problem(
+    "recipes/x.yaml", 14, 7, "agents.writer.timeout", "'60 seconds' is not a duration"
+)
+EMPTY = Problem("recipes/y.yaml", 1, 1, "", "recipe is empty")
+
+
+def report(*files: tuple[str, tuple[Problem, ...]]) -> ValidationReport:
+    return ValidationReport(tuple(FileReport(name, problems, None) for name, problems in files))
+
+
+def test_text_puts_the_location_first_then_the_key_path() -> None:
+    rendered = render_report(report(("recipes/x.yaml", (TIMEOUT,))), "text")
+    assert rendered.splitlines() == [
+        "recipes/x.yaml:14:7: agents.writer.timeout: '60 seconds' is not a duration",
+        "1 recipe checked, 1 invalid, 1 error",
+    ]
+
+
+def test_a_problem_about_the_whole_file_has_no_key_path() -> None:
+    assert list(problem_lines((EMPTY,))) == ["recipes/y.yaml:1:1: recipe is empty"]
+
+
+def test_color_marks_the_location_and_severity_only_when_asked() -> None:
+    (plain,) = problem_lines((TIMEOUT,))
+    (colored,) = problem_lines((TIMEOUT,), color=True)
+    assert "\x1b[" not in plain
+    assert colored == (
+        "\x1b[1mrecipes/x.yaml:14:7:\x1b[0m \x1b[31merror\x1b[0m "
+        "agents.writer.timeout: '60 seconds' is not a duration"
+    )
+
+
+@pytest.mark.parametrize(
+    ("files", "problems", "invalid", "expected"),
+    [
+        (1, 0, 0, "1 recipe checked, 0 invalid, 0 errors"),
+        (1, 1, 1, "1 recipe checked, 1 invalid, 1 error"),
+        (3, 4, 1, "3 recipes checked, 1 invalid, 4 errors"),
+        (0, 0, 0, "0 recipes checked, 0 invalid, 0 errors"),
+    ],
+)
+def test_the_summary_counts_recipes_invalid_recipes_and_errors(
+    files: int, problems: int, invalid: int, expected: str
+) -> None:
+    entries = [(f"r{i}.yaml", (TIMEOUT,) * problems if i < invalid else ()) for i in range(files)]
+    assert summary(report(*entries)) == expected
+
+
+def test_json_is_the_list_of_problems_and_nothing_else() -> None:
+    rendered = render_report(
+        report(("recipes/x.yaml", (TIMEOUT,)), ("recipes/y.yaml", (EMPTY,))), "json"
+    )
+    assert json.loads(rendered) == [
+        {
+            "file": "recipes/x.yaml",
+            "line": 14,
+            "column": 7,
+            "path": "agents.writer.timeout",
+            "message": "'60 seconds' is not a duration",
+            "severity": "error",
+        },
+        {
+            "file": "recipes/y.yaml",
+            "line": 1,
+            "column": 1,
+            "path": "",
+            "message": "recipe is empty",
+            "severity": "error",
+        },
+    ]
+    assert json.loads(render_report(report(("ok.yaml", ())), "json")) == []
+
+
+def test_github_annotations_escape_what_the_workflow_syntax_reserves() -> None:
+    odd = Problem("a,b:c%.yaml", 3, 5, "vars.x", "100% wrong\r\nsecond line")
+    rendered = render_report(report(("a,b:c%.yaml", (odd,))), "github")
+    assert rendered.splitlines() == [
+        "::error file=a%2Cb%3Ac%25.yaml,line=3,col=5::vars.x: 100%25 wrong%0D%0Asecond line",
+        "1 recipe checked, 1 invalid, 1 error",
+    ]
+
+
+def test_github_annotations_carry_the_severity() -> None:
+    warning = Problem("x.yaml", 2, 1, "", "deprecated", severity="warning")
+    assert render_report(report(("x.yaml", (warning,))), "github").splitlines()[0] == (
+        "::warning file=x.yaml,line=2,col=1::deprecated"
+    )
