@@ -153,3 +153,11 @@ def _writable(folder: Path) -> Probe:
         return None
 
     return probe
+
+
+def require_healthy(recipe: Recipe, out_dir: Path, cache_dir: Path | None) -> None:
+    """HealthError naming every failing check, or nothing."""
+    failed = [r for r in asyncio.run(run_checks(recipe, out_dir, cache_dir)) if not r.ok]
+    if failed:
+        reasons = "; ".join(f"{r.name}: {r.detail}" for r in failed)
+        raise HealthError(f"health check failed, nothing was sent ({reasons})")

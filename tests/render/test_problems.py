@@ -8,7 +8,7 @@ import pytest
 
 from ralph.errors import Problem
 from ralph.recipe.validate import FileReport, ValidationReport
-from ralph.render import problem_lines, render_report, summary
+from ralph.render.problems import problem_lines, render_report, summary
 
 TIMEOUT = Problem(
     "recipes/x.yaml", 14, 7, "agents.writer.timeout", "'60 seconds' is not a duration"

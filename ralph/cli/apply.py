@@ -1,0 +1,171 @@
+"""`ralph apply`: run a recipe (or a saved plan), or with --dry-run print its plan."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ralph.cli.app import (
+    CacheDirOption,
+    OutOption,
+    PlanFormat,
+    ProfileOption,
+    SetOption,
+    app,
+)
+
+if TYPE_CHECKING:
+    from ralph.plan import Plan
+    from ralph.recipe.model import Recipe
+
+
+class LogFormat(StrEnum):
+    json = "json"
+    text = "text"
+
+
+ShowOption = Annotated[
+    str, typer.Option("--show", help="How many rendered prompts per task to show, or 'all'.")
+]
+
+
+@app.command()
+def apply(
+    recipe: Annotated[
+        Path, typer.Argument(help="The recipe to run, or a plan saved by `plan -o`.")
+    ],
+    profile: ProfileOption = None,
+    sets: SetOption = None,
+    out: OutOption = Path("out"),
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")
+    ] = False,
+    cache_dir: CacheDirOption = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", "-c", min=1, help="Cap on requests in flight, over all agents."
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option("--log-format", help="json or text (default: text on a terminal, else json)."),
+    ] = None,
+    log_file: Annotated[
+        Path | None, typer.Option("--log-file", help="Write logs here instead of stderr.")
+    ] = None,
+    summary_file: Annotated[
+        Path | None, typer.Option("--summary-file", help="Write the run summary as JSON here.")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar; only warnings on stderr.")
+    ] = False,
+    skip_health: Annotated[
+        bool, typer.Option("--skip-health", help="Do not run the health checks first.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; send nothing, write nothing.")
+    ] = False,
+    fmt: Annotated[
+        PlanFormat, typer.Option("--format", "-f", help="The plan as text or json (--dry-run).")
+    ] = PlanFormat.text,
+    show: ShowOption = "3",
+) -> int:
+    """Run a recipe: every task in order, within its limits, cached and resumable."""
+    from ralph.cache import default_cache_dir
+
+    model = load_target(recipe, profile, sets)
+    resolved_cache = None if no_cache else (cache_dir or default_cache_dir(model.path))
+    if dry_run:
+        return print_plan(model, cache_dir or default_cache_dir(model.path), fmt, show)
+    if not skip_health:
+        from ralph.health import require_healthy
+
+        require_healthy(model, out, resolved_cache)
+    return _run(model, out, resolved_cache, concurrency, log_format, log_file, summary_file, quiet)
+
+
+def load_target(path: Path, profile: str | None, sets: list[str] | None) -> Recipe:
+    """A recipe file, or the recipe a saved plan was made from, checked to be unchanged."""
+    from ralph.errors import UsageError
+    from ralph.plan import check_fingerprints, is_saved_plan, load_saved_plan
+    from ralph.recipe.validate import load_recipe
+
+    if not is_saved_plan(path):
+        return load_recipe(path, profile, sets or ())
+    if profile or sets:
+        raise UsageError("a saved plan fixes its profile and --set values; give neither")
+    saved = load_saved_plan(path)
+    model = load_recipe(Path(saved["recipe"]), saved["profile"], saved["overrides"])
+    check_fingerprints(saved["fingerprints"], model)
+    return model
+
+
+def print_plan(model: Recipe, cache_dir: Path, fmt: PlanFormat, show: str) -> int:
+    from ralph.plan import build_plan
+    from ralph.render.plan import render_plan
+
+    plan = build_plan(model, cache_dir, parse_show(show))
+    typer.echo(render_plan(plan, fmt.value))
+    return plan_exit_code(plan)
+
+
+def plan_exit_code(plan: Plan) -> int:
+    """1 when some item cannot be rendered, 4 when a limit would stop the run, else 0."""
+    if plan.errors:
+        return 1
+    return 4 if plan.stopped_by else 0
+
+
+def parse_show(show: str) -> int | None:
+    if show == "all":
+        return None
+    if not show.isdigit():
+        raise typer.BadParameter(f"expected a number or 'all', got '{show}'", param_hint="--show")
+    return int(show)
+
+
+def _run(
+    model: Recipe,
+    out: Path,
+    cache_dir: Path | None,
+    concurrency: int | None,
+    log_format: LogFormat | None,
+    log_file: Path | None,
+    summary_file: Path | None,
+    quiet: bool,
+) -> int:
+    import json
+    from contextlib import nullcontext
+
+    from ralph.observe.logs import close_logging, setup_logging
+    from ralph.observe.report import render_summary
+    from ralph.run.engine import RunOptions, run_recipe
+    from ralph.run.outputs import write_atomic
+
+    tty = sys.stderr.isatty()
+    fmt = (log_format or (LogFormat.text if tty else LogFormat.json)).value
+    show_progress = tty and not quiet
+    logger = setup_logging(fmt, log_file, quiet=quiet or show_progress)
+    options = RunOptions(out_dir=out, cache_dir=cache_dir, concurrency=concurrency)
+    progress = _progress() if show_progress else None
+    try:
+        with progress if progress is not None else nullcontext():
+            stats = run_recipe(model, options, logger, progress)
+    finally:
+        close_logging()
+    summary = stats.as_dict()
+    if summary_file is not None:
+        write_atomic(summary_file, json.dumps(summary, indent=2) + "\n")
+    typer.echo(render_summary(summary))
+    return stats.exit_code
+
+
+def _progress() -> Any:
+    from ralph.observe.progress import RichProgress
+
+    return RichProgress()

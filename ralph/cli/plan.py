@@ -1,0 +1,48 @@
+"""`ralph plan`: the plan of a recipe, saved for `ralph apply plan.json` to run exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ralph.cli.app import CacheDirOption, PlanFormat, ProfileOption, SetOption, app
+from ralph.cli.apply import ShowOption, load_target, parse_show
+
+
+@app.command("plan")
+def plan_command(
+    recipe: Annotated[Path, typer.Argument(help="The recipe to plan.")],
+    profile: ProfileOption = None,
+    sets: SetOption = None,
+    cache_dir: CacheDirOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Save the plan here (JSON).")
+    ] = None,
+    fmt: Annotated[PlanFormat, typer.Option("--format", "-f", help="text or json.")] = (
+        PlanFormat.text
+    ),
+    show: ShowOption = "3",
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--detailed-exitcode", help="Exit 0 when nothing would be sent, 2 when requests would."
+        ),
+    ] = False,
+) -> int:
+    """Show what `apply` would do, and save it for `ralph apply plan.json`."""
+    from ralph.cache import default_cache_dir
+    from ralph.plan import build_plan
+    from ralph.render.plan import render_plan
+    from ralph.run.outputs import write_atomic
+
+    model = load_target(recipe, profile, sets)
+    plan = build_plan(model, cache_dir or default_cache_dir(model.path), parse_show(show))
+    if output is not None:
+        write_atomic(output, json.dumps(plan.as_dict(), indent=2, ensure_ascii=False) + "\n")
+    typer.echo(render_plan(plan, fmt.value))
+    if plan.errors:
+        return 1
+    return 2 if detailed_exitcode and plan.requests else 0

@@ -1,0 +1,310 @@
+"""The plan: pure data built from a recipe, without a request sent or a byte written.
+
+`ralph apply --dry-run` prints it, `ralph plan -o plan.json` saves it, and `ralph apply
+plan.json` runs exactly that plan, refusing if the recipe or its files changed since (their
+content hashes are part of the plan), the way `terraform plan -out` / `apply` work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ralph.cache import cache_key
+from ralph.errors import RalphError
+from ralph.filters import OUTPUT_FILTERS, apply_filters
+from ralph.items import item_key, iter_items
+from ralph.providers.base import AttemptError, estimate_tokens
+from ralph.recipe.model import Recipe, Task
+from ralph.run.agents import DEFAULT_WORST_OUTPUT_TOKENS
+from ralph.run.outputs import OutputPathError, safe_output_path
+from ralph.run.prepare import ItemRejected, Preparer
+
+PLAN_KIND = "ralph-plan"
+PLAN_VERSION = 1
+
+
+class PlanError(RalphError):
+    """A saved plan cannot be run: unreadable, or the recipe changed since it was made."""
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    index: int
+    item: str
+    system: str | None
+    prompt: str
+    output: str | None
+
+
+@dataclass(frozen=True)
+class ItemError:
+    index: int
+    item: str
+    message: str
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    name: str
+    agent: str
+    provider: str
+    model: str | None
+    items: int
+    cached: int
+    requests: int
+    max_requests: int
+    input_tokens: int
+    max_output_tokens: int
+    cost_min_usd: float
+    cost_max_usd: float
+    prompts: tuple[RenderedPrompt, ...]
+    errors: tuple[ItemError, ...]
+
+
+@dataclass(frozen=True)
+class LimitCheck:
+    limit: str
+    allowed: float
+    needed: float
+
+    @property
+    def exceeded(self) -> bool:
+        return self.needed > self.allowed
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: str
+    name: str
+    profile: str | None
+    overrides: tuple[str, ...]
+    fingerprints: Mapping[str, str]
+    tasks: tuple[TaskPlan, ...]
+    limits: tuple[LimitCheck, ...]
+
+    @property
+    def requests(self) -> int:
+        return sum(t.requests for t in self.tasks)
+
+    @property
+    def errors(self) -> int:
+        return sum(len(t.errors) for t in self.tasks)
+
+    @property
+    def stopped_by(self) -> list[str]:
+        return [c.limit for c in self.limits if c.exceeded]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["fingerprints"] = dict(self.fingerprints)
+        for check, out in zip(self.limits, data["limits"], strict=True):
+            out["exceeded"] = check.exceeded
+        return {"kind": PLAN_KIND, "plan_version": PLAN_VERSION, **data}
+
+
+def build_plan(recipe: Recipe, cache_dir: Path | None, show: int | None = 3) -> Plan:
+    """The plan for `recipe`, with `show` prompts per task (None: all) and cache hits."""
+    cache = _CachePeek(cache_dir)
+    try:
+        outputs: dict[str, Any] = {}
+        tasks = tuple(_task_plan(recipe, task, cache, outputs, show) for task in recipe.tasks)
+    finally:
+        cache.close()
+    return Plan(
+        recipe=str(recipe.path),
+        name=recipe.name,
+        profile=recipe.profile,
+        overrides=recipe.overrides,
+        fingerprints=fingerprints(recipe),
+        tasks=tasks,
+        limits=_limit_checks(recipe, tasks),
+    )
+
+
+def fingerprints(recipe: Recipe) -> dict[str, str]:
+    """Content hashes of every file the run reads: the recipe, prompt files, item files."""
+    files = [recipe.path]
+    for task in recipe.tasks:
+        files += [p for p in (task.prompt_file, task.items.file if task.items else None) if p]
+    return {str(path): _sha256(path) for path in dict.fromkeys(files)}
+
+
+def check_fingerprints(saved: Mapping[str, str], recipe: Recipe) -> None:
+    current = fingerprints(recipe)
+    changed = sorted(p for p in saved.keys() | current.keys() if saved.get(p) != current.get(p))
+    if changed:
+        raise PlanError(
+            f"the plan is stale: {', '.join(changed)} changed since it was made "
+            "(run `ralph plan` again)"
+        )
+
+
+def load_saved_plan(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanError(f"{path}: cannot read the plan: {exc}") from None
+    if not isinstance(data, dict) or data.get("kind") != PLAN_KIND:
+        raise PlanError(f"{path}: not a plan saved by `ralph plan -o`")
+    if data.get("plan_version") != PLAN_VERSION:
+        raise PlanError(f"{path}: plan version {data.get('plan_version')} is not supported")
+    return data
+
+
+def is_saved_plan(path: Path) -> bool:
+    return path.suffix == ".json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return "missing"
+    return digest.hexdigest()
+
+
+def _task_plan(
+    recipe: Recipe, task: Task, cache: _CachePeek, outputs: dict[str, Any], show: int | None
+) -> TaskPlan:
+    agent = recipe.agents[task.agent]
+    preparer = Preparer(recipe, task, outputs)
+    use_cache = task.cache.enabled and task.loop is None
+    cached = input_tokens = sendable = 0
+    prompts: list[RenderedPrompt] = []
+    errors: list[ItemError] = []
+    # what later tasks will see as outputs.<task>: the cached answer, or a stand-in
+    answers: dict[int | str, str] = {}
+    for index, item in _items(task):
+        key = item_key(item, index)
+        slot = key if key != str(index) else index
+        answers[slot] = f"<answer of {task.name} item {key}>"
+        try:
+            prepared = preparer.prepare(index, item)
+            if prepared.output is not None:
+                safe_output_path(Path("out"), prepared.output)
+        except (ItemRejected, OutputPathError) as exc:
+            errors.append(ItemError(index, key, str(exc)))
+            continue
+        if show is None or len(prompts) < show:
+            prompts.append(
+                RenderedPrompt(index, key, prepared.system, prepared.prompt, prepared.output)
+            )
+        answer = cache.answer(cache_key(agent, prepared.request(agent))) if use_cache else None
+        answer = _filtered(answer, task)
+        if answer is not None:
+            answers[slot] = answer
+            cached += 1
+            continue
+        sendable += 1
+        system = estimate_tokens(prepared.system) if prepared.system else 0
+        input_tokens += estimate_tokens(prepared.prompt) + system
+    outputs[task.name] = next(iter(answers.values()), "") if task.items is None else answers
+    loops = task.loop.max_iterations if task.loop is not None else 1
+    worst = agent.params.get("max_tokens")
+    worst_output = worst if isinstance(worst, int) else DEFAULT_WORST_OUTPUT_TOKENS
+    price_in, price_out = agent.pricing.input_per_mtok / 1e6, agent.pricing.output_per_mtok / 1e6
+    return TaskPlan(
+        name=task.name,
+        agent=agent.name,
+        provider=agent.provider,
+        model=agent.model,
+        items=len(answers),
+        cached=cached,
+        requests=sendable,
+        max_requests=sendable * loops,
+        input_tokens=input_tokens * loops,
+        max_output_tokens=sendable * loops * worst_output,
+        cost_min_usd=input_tokens * price_in,
+        cost_max_usd=loops * (input_tokens * price_in + sendable * worst_output * price_out),
+        prompts=tuple(prompts),
+        errors=tuple(errors),
+    )
+
+
+def _filtered(answer: str | None, task: Task) -> str | None:
+    """The cached answer as apply would use it; None if today's output filters reject it."""
+    if answer is None:
+        return None
+    try:
+        return apply_filters(answer, task.output_filters, OUTPUT_FILTERS)
+    except AttemptError:
+        return None
+
+
+def _items(task: Task) -> Iterator[tuple[int, Any]]:
+    return enumerate(iter_items(task.items) if task.items is not None else iter([None]))
+
+
+def _limit_checks(recipe: Recipe, tasks: tuple[TaskPlan, ...]) -> tuple[LimitCheck, ...]:
+    limits = recipe.limits
+    needed = {
+        "max_requests": sum(t.max_requests for t in tasks),
+        "max_tokens": sum(t.input_tokens + t.max_output_tokens for t in tasks),
+        "max_cost_usd": sum(t.cost_max_usd for t in tasks),
+    }
+    allowed = {
+        "max_requests": limits.max_requests,
+        "max_tokens": limits.max_tokens,
+        "max_cost_usd": limits.max_cost_usd,
+    }
+    return tuple(
+        LimitCheck(name, float(value), float(needed[name]))
+        for name, value in allowed.items()
+        if value is not None
+    )
+
+
+_MODE_TEXT_FILE = 3  # diskcache keeps long strings in a file beside the database
+
+
+class _CachePeek:
+    """Read-only look-ups in the response cache: a dry run must not write, not even SQLite's
+    bookkeeping, so this reads diskcache's database directly instead of through diskcache."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self._db: sqlite3.Connection | None = None
+        self._directory = directory or Path()
+        database = directory / "cache.db" if directory is not None else None
+        if database is None or not database.is_file():
+            return
+        # immutable: even a read-only open of a WAL database creates its -shm and -wal files.
+        # The price: answers a killed run left in an uncheckpointed WAL count as misses.
+        try:
+            self._db = sqlite3.connect(f"file:{database}?mode=ro&immutable=1", uri=True)
+            self._db.execute("SELECT 1 FROM Cache LIMIT 1")
+        except sqlite3.Error:
+            self._db = None
+
+    def answer(self, key: str) -> str | None:
+        """The cached answer text under `key`, if it is there and not expired."""
+        if self._db is None:
+            return None
+        row = self._db.execute(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
+            " AND (expire_time IS NULL OR expire_time > ?)",
+            (key, time.time()),
+        ).fetchone()
+        if row is None:
+            return None
+        mode, filename, value = row
+        if mode == _MODE_TEXT_FILE and filename:
+            value = (self._directory / filename).read_text("utf-8")
+        try:
+            text = json.loads(value)[0]
+        except (TypeError, ValueError, IndexError):
+            return None
+        return text if isinstance(text, str) else None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()

@@ -1,0 +1,1 @@
+"""What people and machines read: problems, plans and summaries as text, JSON or annotations."""

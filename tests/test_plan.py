@@ -1,0 +1,155 @@
+"""Plans: `ralph apply --dry-run` and `ralph plan` send nothing and write nothing; a saved plan
+runs exactly, or not at all when the recipe changed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from syrupy.assertion import SnapshotAssertion
+
+from ralph.testing import FakeLLMServer
+from tests.conftest import Result, write_recipe
+
+CHAT = "/v1/chat/completions"
+ITEMS = (
+    "\n".join(json.dumps({"id": f"t{n}", "body": f"Ticket number {n}"}) for n in range(4)) + "\n"
+)
+
+
+def plan_recipe(tmp_path: Path, base_url: str, limits: str = "max_cost_usd: 1") -> Path:
+    return write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: plan-test
+        vars: {{tone: terse}}
+        agents:
+          writer:
+            provider: openai
+            base_url: {base_url}
+            model: gpt-test
+            api_key_env: OPENAI_API_KEY
+            params: {{max_tokens: 100}}
+            pricing: {{input_per_mtok: 1.0, output_per_mtok: 4.0}}
+        limits: {{{limits}}}
+        tasks:
+          - name: summarize
+            agent: writer
+            for_each: {{file: items.jsonl}}
+            system: Be {{{{ vars.tone }}}}.
+            prompt: |
+              Summarize {{{{ item.id }}}}:
+              {{{{ item.body }}}}
+            output: "summaries/{{{{ item.id }}}}.md"
+        """,
+        **{"items.jsonl": ITEMS},
+    )
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_dry_run_text_plan(
+    ralph: Callable[..., Result],
+    tmp_path: Path,
+    snapshot: SnapshotAssertion,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = plan_recipe(tmp_path, "http://127.0.0.1:9/v1")
+    result = ralph("apply", "recipe.yaml", "--dry-run", "--show", "2")
+    assert result.code == 0, result.err
+    assert result.out.replace(str(recipe), "recipe.yaml") == snapshot
+
+
+def test_dry_run_sends_nothing_and_writes_nothing(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    recipe = plan_recipe(tmp_path, server.base_url)
+    out = tmp_path / "out"
+    assert ralph("apply", str(recipe), "--out", str(out), "--quiet").code == 0
+    (tmp_path / "items.jsonl").write_text(ITEMS.replace("number 3", "number three"))
+    server.reset()
+    before = tree(tmp_path)
+    result = ralph("apply", str(recipe), "--out", str(out), "--dry-run", "--format", "json")
+    assert result.code == 0, result.err
+    assert server.counts == {}, "a dry run opened a connection"
+    assert tree(tmp_path) == before, "a dry run wrote a file"
+    task = json.loads(result.out)["tasks"][0]
+    assert (task["items"], task["cached"], task["requests"]) == (4, 3, 1)
+
+
+def test_rendering_errors_are_reported_before_anything_is_sent(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = plan_recipe(tmp_path, "http://127.0.0.1:9/v1")
+    (tmp_path / "items.jsonl").write_text(ITEMS + json.dumps({"id": "t9"}) + "\n")
+    result = ralph("apply", str(recipe), "--dry-run")
+    assert result.code == 1
+    assert "items of summarize that cannot be sent:" in result.out
+    assert "[4] item t9: task 'summarize' prompt" in result.out
+    assert "'dict object' has no attribute 'body'" in result.out
+
+
+def test_limit_that_would_stop_the_run_exits_4(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    # 4 requests, each up to 100 output tokens at $4/Mtok: more than $0.001 in the worst case
+    recipe = plan_recipe(tmp_path, "http://127.0.0.1:9/v1", limits="max_cost_usd: 0.001")
+    result = ralph("apply", str(recipe), "--dry-run")
+    assert result.code == 4
+    assert "max_cost_usd 0.001: needs up to 0.0016" in result.out
+    assert "would stop the run" in result.out
+
+
+def test_show_all_and_bad_show(ralph: Callable[..., Result], tmp_path: Path) -> None:
+    recipe = plan_recipe(tmp_path, "http://127.0.0.1:9/v1")
+    result = ralph("plan", str(recipe), "--show", "all")
+    assert result.code == 0
+    assert all(f"item t{n} -> summaries/t{n}.md" in result.out for n in range(4))
+    assert ralph("plan", str(recipe), "--show", "lots").code == 2
+
+
+def test_saved_plan_runs_exactly(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    recipe = plan_recipe(tmp_path, server.base_url)
+    saved = tmp_path / "plan.json"
+    result = ralph("plan", str(recipe), "-o", str(saved), "--detailed-exitcode")
+    assert result.code == 2, result.err
+    assert server.counts == {}
+    applied = ralph("apply", str(saved), "--out", str(tmp_path / "out"), "--quiet", "--skip-health")
+    assert applied.code == 0, applied.out + applied.err
+    assert server.counts[CHAT] == 4
+    assert ralph("plan", str(recipe), "--detailed-exitcode").code == 0  # all cached now
+
+
+def test_stale_plan_is_refused(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    recipe = plan_recipe(tmp_path, server.base_url)
+    saved = tmp_path / "plan.json"
+    assert ralph("plan", str(recipe), "-o", str(saved)).code == 0
+    (tmp_path / "items.jsonl").write_text(ITEMS + json.dumps({"id": "t4", "body": "new"}) + "\n")
+    result = ralph("apply", str(saved), "--out", str(tmp_path / "out"), "--quiet")
+    assert result.code == 1
+    assert "the plan is stale" in result.err and "items.jsonl changed" in result.err
+    assert server.counts == {}
+    assert ralph("apply", str(saved), "--profile", "x").code == 2
+
+
+def test_a_file_that_is_not_a_plan(ralph: Callable[..., Result], tmp_path: Path) -> None:
+    bogus = tmp_path / "run.json"
+    bogus.write_text('{"status": "done"}')
+    result = ralph("apply", str(bogus))
+    assert result.code == 1
+    assert "not a plan saved by `ralph plan -o`" in result.err
