@@ -311,3 +311,20 @@ def test_the_console_script_validates_in_a_real_process() -> None:
         f"{recipe}:14:14: agents.writer.timeout: '60 seconds' is not a duration "
         "(expected e.g. 30s, 5m)"
     ) in done.stdout.splitlines()
+
+
+def test_pre_commit_hook_entry_skips_yaml_that_is_not_a_recipe(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    from ruamel.yaml import YAML
+
+    hooks = YAML(typ="safe").load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    entry = next(h for h in hooks if h["id"] == "ralph-validate")["entry"].split()
+    assert entry[:2] == ["ralph", "validate"]
+    (tmp_path / "ci.yaml").write_text("on: push\njobs: {}\n")
+    changed = [str(tmp_path / "ci.yaml"), str(ROOT / "examples" / "quickstart" / "recipe.yaml")]
+    result = ralph(*entry[1:], *changed)
+    assert result.code == 0, result.out
+    assert result.out.strip().endswith("1 recipe checked, 0 invalid, 0 errors")
+    (tmp_path / "bad.yaml").write_text("version: 1\nname: x\nagents: {}\ntasks: []\n")
+    assert ralph(*entry[1:], *changed, str(tmp_path / "bad.yaml")).code == 1

@@ -20,12 +20,19 @@ def validate(
     ] = Format.text,
     profile: ProfileOption = None,
     sets: SetOption = None,
+    only_recipes: Annotated[
+        bool,
+        typer.Option(
+            "--only-recipes",
+            help="Skip named files without top-level version: and tasks: (for pre-commit).",
+        ),
+    ] = False,
 ) -> int:
     """Check recipes against the schema and for semantic mistakes; report every problem."""
     from ralph.recipe.validate import validate_paths
     from ralph.render.problems import render_report
 
-    report = validate_paths(paths, profile, sets or ())
+    report = validate_paths(paths, profile, sets or (), only_recipes=only_recipes)
     typer.echo(render_report(report, fmt.value, color=color()))
     return 1 if report.invalid else 0
 

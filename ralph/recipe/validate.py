@@ -40,14 +40,22 @@ class ValidationReport:
 
 
 def validate_paths(
-    paths: Sequence[Path], profile: str | None = None, sets: Sequence[str] = ()
+    paths: Sequence[Path],
+    profile: str | None = None,
+    sets: Sequence[str] = (),
+    *,
+    only_recipes: bool = False,
 ) -> ValidationReport:
+    """Check every recipe under `paths`; `only_recipes` skips named files that are not recipes
+    (what a pre-commit hook handed every changed YAML file wants)."""
+    from ralph.recipe.overrides import parse_set
+
     for assignment in sets:
-        # a malformed --set is wrong for every recipe: a usage error, not one problem per file
-        key, sep, _ = assignment.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects key=value, got '{assignment}'")
-    return ValidationReport(tuple(check_file(p, profile, sets) for p in discover(paths)))
+        parse_set(assignment)  # a malformed --set is a usage error, not a problem per file
+    files = discover(paths)
+    if only_recipes:
+        files = [f for f in files if _looks_like_recipe(f)]
+    return ValidationReport(tuple(check_file(p, profile, sets) for p in files))
 
 
 def load_recipe(path: Path, profile: str | None = None, sets: Sequence[str] = ()) -> Recipe:
