@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,3 +57,14 @@ def write_recipe(folder: Path, text: str, **files: str) -> Path:
     recipe = folder / "recipe.yaml"
     recipe.write_text(textwrap.dedent(text))
     return recipe
+
+
+def gone(pid: int, within_s: float = 5.0) -> bool:
+    """Whether process `pid` ends (or is a zombie awaiting its reaper) within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists() or "zombie" in status.read_text():
+            return True
+        time.sleep(0.01)
+    return False

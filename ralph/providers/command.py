@@ -16,6 +16,14 @@ from ralph.providers.base import AttemptError, Request, Response, estimate_token
 from ralph.recipe.model import Agent
 
 _GRACE_S = 2.0
+_RUNNING: set[int] = set()  # process groups of agents still running, for kill_all()
+
+
+def kill_all() -> None:
+    """SIGKILL every agent still running: the last act of a second Ctrl-C."""
+    for group in list(_RUNNING):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
 
 
 class CommandProvider:
@@ -27,6 +35,7 @@ class CommandProvider:
             f"{request.system}\n\n{request.prompt}" if request.system else request.prompt
         ).encode()
         process = await self._spawn()
+        _RUNNING.add(process.pid)
         try:
             out, err = await asyncio.wait_for(process.communicate(stdin), self.agent.timeout_s)
         except TimeoutError:
@@ -37,6 +46,8 @@ class CommandProvider:
         except BaseException:
             await _kill_group(process)
             raise
+        finally:
+            _RUNNING.discard(process.pid)
         if process.returncode != 0:
             tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
             raise AttemptError("5xx", f"command exited with {process.returncode}: {tail[0][:200]}")

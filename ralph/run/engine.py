@@ -101,6 +101,9 @@ class Engine:
     def interrupt(self) -> None:
         self._interrupts += 1
         if self._interrupts > 1:
+            from ralph.providers.command import kill_all
+
+            kill_all()
             os._exit(EXIT_INTERRUPTED)
         self.stats.interrupted = True
         self.stopping = True

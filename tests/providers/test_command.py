@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Result, write_recipe
+from tests.conftest import Result, gone, write_recipe
 
 AGENT = """
 import sys
@@ -97,7 +96,7 @@ def test_timeout_kills_the_whole_process_group(
     assert time.monotonic() - started < 10
     assert "did not finish within 0.5s" in result.out
     child = int((tmp_path / "child.pid").read_text())
-    assert not _alive(child), "the agent's child process outlived the timeout"
+    assert gone(child), "the agent's child process outlived the timeout"
 
 
 def test_no_shell_unless_asked(ralph: Callable[..., Result], tmp_path: Path) -> None:
@@ -143,18 +142,3 @@ print("ok")
     assert apply(ralph, cached, tmp_path).code == 0
     assert apply(ralph, cached, tmp_path).code == 0
     assert (tmp_path / "calls").read_text() == "xxxxxx"
-
-
-def _alive(pid: int) -> bool:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        # a killed child stays a zombie until reaped by init; /proc tells whether it is one
-        status = Path(f"/proc/{pid}/status")
-        if status.exists() and "zombie" in status.read_text():
-            return False
-        time.sleep(0.01)
-    return True

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ralph.testing import FakeLLMServer
-from tests.conftest import Result, write_recipe
+from tests.conftest import Result, gone, write_recipe
 
 CHAT = "/v1/chat/completions"
 ITEMS = 40
@@ -106,3 +106,46 @@ def test_resume_after_kill_9_requests_only_unfinished_items(
     }
     assert not asked_again & finished, "a finished item was paid for twice"
     assert len(asked_again) == server.counts[CHAT] <= ITEMS - len(finished)
+
+
+STUBBORN = """
+import os, pathlib, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+sys.stdin.read()
+pathlib.Path("started").write_text(str(os.getpid()))
+time.sleep(30)
+"""
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    (tmp_path / "agent.py").write_text(STUBBORN)
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: stubborn
+        agents:
+          slow:
+            provider: command
+            command: [{sys.executable}, agent.py]
+        tasks:
+          - name: wait
+            agent: slow
+            prompt: go
+    """,
+    )
+    process = start(recipe, tmp_path / "out")
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)  # the agent ignores the SIGTERM that follows
+    time.sleep(0.3)
+    assert process.poll() is None, "the first Ctrl-C should wait for the agent's grace period"
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=10)
+    assert process.returncode == 130
+    assert time.monotonic() - interrupted < 1.5
+    agent = int((tmp_path / "started").read_text())
+    assert gone(agent), "the agent outlived ralph"
