@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -285,3 +286,16 @@ def test_nested_params_are_sent_and_keyed(
     recipe.write_text(text.replace("json_object", "text"))
     assert apply(ralph, recipe, tmp_path).code == 0
     assert server.counts[CHAT] == 2, "a different nested param must not hit the same cache entry"
+
+
+def test_retry_after_is_honoured(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("rate_limit", retry_after=0.4, path=CHAT))
+    recipe = write_recipe(tmp_path, recipe_text(server.base_url, items=1))
+    started = time.perf_counter()
+    result = apply(ralph, recipe, tmp_path)
+    elapsed = time.perf_counter() - started
+    assert result.code == 0, result.out
+    assert server.counts[CHAT] == 2
+    assert elapsed >= 0.4, "the retry came before the server's Retry-After"
