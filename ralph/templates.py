@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from jinja2 import Template
+    from jinja2 import Template, nodes
     from jinja2.nodes import Node
     from jinja2.sandbox import SandboxedEnvironment
 
@@ -36,6 +37,7 @@ class Scope:
     names: frozenset[str]
     vars: frozenset[str]
     outputs: frozenset[str]
+    later: frozenset[str] = frozenset()  # tasks after this one, for a clearer message
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,33 @@ def render(template: Template, context: Mapping[str, Any]) -> str:
 
 def check(source: str, scope: Scope) -> list[TemplateFinding]:
     """Syntax errors, then names the template uses that its scope does not provide."""
-    from jinja2 import TemplateSyntaxError, meta
+    from jinja2 import TemplateSyntaxError
 
-    env = environment()
     try:
-        ast = env.parse(source)
+        ast = environment().parse(source)
     except TemplateSyntaxError as exc:
         return [TemplateFinding(exc.lineno, f"template syntax error: {exc.message}")]
+    try:
+        return _names(ast, scope)
+    except TemplateSyntaxError as exc:
+        # found only while analysing the parsed template: an unknown filter, a block defined twice
+        return [TemplateFinding(exc.lineno, _analysis_error(exc.message or ""))]
+
+
+def _analysis_error(message: str) -> str:
+    unknown = re.fullmatch(r"No filter named '(.+)'\.?", message)
+    if unknown is None:
+        return f"template error: {message}"
+    name = unknown.group(1)
+    close = difflib.get_close_matches(name, list(environment().filters), n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown template filter '{name}'{hint}"
+
+
+def _names(ast: nodes.Template, scope: Scope) -> list[TemplateFinding]:
+    from jinja2 import meta
+
+    env = environment()
     findings = [
         TemplateFinding(line, f"{{% {tag} %}} is not available: templates cannot read files")
         for line, tag in _file_tags(ast)
@@ -84,10 +106,12 @@ def check(source: str, scope: Scope) -> list[TemplateFinding]:
         if namespace not in scope.names:
             continue
         for line, key in _attributes(ast, namespace):
-            if key not in known:
-                findings.append(
-                    TemplateFinding(line, _undefined(f"{namespace}.{key}", known, known))
-                )
+            if key in known:
+                continue
+            message = _undefined(f"{namespace}.{key}", known, known)
+            if namespace == "outputs" and key in scope.later:
+                message = f"undefined template variable 'outputs.{key}': task '{key}' runs later"
+            findings.append(TemplateFinding(line, message))
     return findings
 
 

@@ -29,7 +29,7 @@ tasks:
 profiles:
   remote:
     agents:
-      local: {provider: openai}
+      local: {provider: openai, model: gpt-4o-mini}
   calm:
     vars: {tone: calm}
 """
@@ -194,17 +194,22 @@ def test_a_missing_path_is_named(ralph: Ralph) -> None:
 
 
 @pytest.mark.usefixtures("recipes")
-def test_a_profile_is_applied_before_checking(ralph: Ralph) -> None:
+def test_a_profile_is_applied_before_checking(ralph: Ralph, tmp_path: Path) -> None:
     assert ralph("validate", "valid.yaml").code == 0
     assert ralph("validate", "valid.yaml", "--profile", "calm").code == 0
 
     # the profile turns the echo agent into an openai one without a model
-    result = ralph("validate", "valid.yaml", "--profile", "remote")
+    Path("broken.yaml").write_text(VALID.replace(", model: gpt-4o-mini}", "}"))
+    result = ralph("validate", "broken.yaml", "--profile", "remote")
     assert result.code == 1
     assert result.out.splitlines() == [
-        "valid.yaml:14:7: agents.local: missing required key 'model'",
+        "broken.yaml:14:7: agents.local: missing required key 'model'",
         "1 recipe checked, 1 invalid, 1 error",
     ]
+    # and without --profile, every profile is checked too
+    assert ralph("validate", "broken.yaml").out.splitlines()[0] == (
+        "broken.yaml:14:7: agents.local: with profile 'remote': missing required key 'model'"
+    )
 
 
 @pytest.mark.usefixtures("recipes")
@@ -220,8 +225,8 @@ def test_an_unknown_profile_is_reported_at_the_profiles(ralph: Ralph) -> None:
 def test_a_profile_is_taken_from_the_environment(
     ralph: Ralph, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RALPH_PROFILE", "remote")
-    assert ralph("validate", "valid.yaml").code == 1
+    monkeypatch.setenv("RALPH_PROFILE", "prod")
+    assert "no profile 'prod'" in ralph("validate", "valid.yaml").out
 
 
 def test_a_profile_template_error_is_located_in_the_profile(

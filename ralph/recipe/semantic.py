@@ -11,7 +11,7 @@ from typing import Any
 from ralph.errors import Problem
 from ralph.recipe.positions import Locator
 from ralph.secrets import is_secret_field, looks_like_secret, redact
-from ralph.templates import Scope, TemplateFinding, check, environment
+from ralph.templates import Scope, check
 
 ITEM_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 COMMAND_ONLY = ("command", "shell", "workdir", "probe", "max_output")
@@ -124,7 +124,9 @@ def _task_problems(
 ) -> Iterator[Problem]:
     seen: dict[str, int] = {}
     variables = frozenset(_mapping(data.get("vars")))
-    for index, task in enumerate(_list(data.get("tasks"))):
+    tasks = _list(data.get("tasks"))
+    names = [t.get("name") for t in tasks if isinstance(t, dict)]
+    for index, task in enumerate(tasks):
         if not isinstance(task, dict):
             continue
         path: Key = ("tasks", index)
@@ -141,7 +143,8 @@ def _task_problems(
         yield from _prompt_source(task, path, where)
         yield from _files(task, path, base_dir, where)
         yield from _regexes(task, path, where)
-        scope = _scope(task, variables, frozenset(seen) - {name})
+        later = frozenset(str(n) for n in names[len(seen) :] if n != name)
+        scope = _scope(task, variables, frozenset(seen) - {name}, later)
         yield from _templates(task, path, scope, base_dir, where)
 
 
@@ -230,13 +233,15 @@ def _regex(path: Key, pattern: Any, where: Locator) -> Iterator[Problem]:
         yield where.problem(path, f"invalid regular expression: {exc}")
 
 
-def _scope(task: dict[str, Any], variables: frozenset[str], earlier: frozenset[str]) -> Scope:
+def _scope(
+    task: dict[str, Any], variables: frozenset[str], earlier: frozenset[str], later: frozenset[str]
+) -> Scope:
     names = {"vars", "task", "outputs"}
     if "for_each" in task:
         names.add("item")
     if "loop" in task:
         names |= {"iteration", "previous", "history"}
-    return Scope(names=frozenset(names), vars=variables, outputs=earlier)
+    return Scope(names=frozenset(names), vars=variables, outputs=earlier, later=later)
 
 
 def _templates(
@@ -245,29 +250,13 @@ def _templates(
     for key in ("system", "prompt", "output"):
         source = task.get(key)
         if isinstance(source, str):
-            for finding in _check(source, scope):
+            for finding in check(source, scope):
                 yield where.template_problem((*path, key), finding.line, finding.message)
     prompt_file = task.get("prompt_file")
     if isinstance(prompt_file, str):
         # shown the way the recipe is shown, so that `file:line` opens in an editor
         shown = str(Path(where.display).parent / prompt_file)
         yield from _template_file(base_dir / prompt_file, shown, (*path, "prompt_file"), scope)
-
-
-def _check(source: str, scope: Scope) -> list[TemplateFinding]:
-    """`check`, with what Jinja finds only while analysing the template (an unknown filter)."""
-    from jinja2 import TemplateSyntaxError
-
-    try:
-        return check(source, scope)
-    except TemplateSyntaxError as exc:
-        unknown = re.fullmatch(r"No filter named '(.+)'\.?", exc.message or "")
-        if unknown is None:
-            return [TemplateFinding(exc.lineno, f"template error: {exc.message}")]
-        name = unknown.group(1)
-        close = difflib.get_close_matches(name, list(environment().filters), n=1, cutoff=0.6)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return [TemplateFinding(exc.lineno, f"unknown template filter '{name}'{hint}")]
 
 
 def _template_file(file: Path, shown: str, path: Key, scope: Scope) -> Iterator[Problem]:
@@ -282,7 +271,7 @@ def _template_file(file: Path, shown: str, path: Key, scope: Scope) -> Iterator[
         line, col = before.count(b"\n") + 1, exc.start - before.rfind(b"\n")
         yield Problem(shown, line, col, dotted(path), "prompt file is not valid UTF-8")
         return
-    for finding in _check(source, scope):
+    for finding in check(source, scope):
         yield Problem(shown, finding.line, 1, dotted(path), redact(finding.message))
 
 

@@ -6,9 +6,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ralph.errors import Problem, RecipeError, UsageError
-from ralph.recipe.load import MAX_BYTES, load_source
+from ralph.recipe.load import MAX_BYTES, Source, load_source
 from ralph.recipe.model import Recipe
 from ralph.recipe.positions import Locator
 
@@ -101,8 +102,6 @@ def _looks_like_recipe(path: Path) -> bool:
 def check_file(path: Path, profile: str | None = None, sets: Sequence[str] = ()) -> FileReport:
     from ralph.recipe.build import build_recipe
     from ralph.recipe.overrides import apply_profile, apply_sets
-    from ralph.recipe.schema import schema_findings
-    from ralph.recipe.semantic import semantic_problems
 
     display = str(path)
     try:
@@ -121,14 +120,40 @@ def check_file(path: Path, profile: str | None = None, sets: Sequence[str] = ())
         data = apply_sets(data, sets) if sets else data
     except UsageError as exc:
         return FileReport(display, (Problem(display, 1, 1, "", str(exc)),), None)
-    where = Locator(display, source.tree, source.text, profile)
-    problems = [
-        where.problem(p, message, at_key=at_key) for p, at_key, message in schema_findings(data)
-    ]
-    problems += semantic_problems(data, path.parent, where)
+    problems = _problems(source, data, path, profile)
+    if profile is None and not problems:
+        problems = _profile_problems(source, data, path)
     unique = sorted(
         {(p.file, p.line, p.column, p.message): p for p in problems}.values(), key=Problem.sort_key
     )
     if unique:
         return FileReport(display, tuple(unique), None)
     return FileReport(display, (), build_recipe(data, path, profile, sets))
+
+
+def _problems(
+    source: Source, data: dict[str, Any], path: Path, profile: str | None
+) -> list[Problem]:
+    from ralph.recipe.schema import schema_findings
+    from ralph.recipe.semantic import semantic_problems
+
+    where = Locator(source.display, source.tree, source.text, profile)
+    problems = [
+        where.problem(p, message, at_key=at_key) for p, at_key, message in schema_findings(data)
+    ]
+    return problems + semantic_problems(data, path.parent, where)
+
+
+def _profile_problems(source: Source, data: dict[str, Any], path: Path) -> list[Problem]:
+    """What goes wrong only once a profile is merged in, so that a broken profile fails
+    `ralph validate` and not the production run that first selects it."""
+    from dataclasses import replace
+
+    from ralph.recipe.overrides import apply_profile
+
+    found: list[Problem] = []
+    profiles = data.get("profiles")
+    for name in profiles if isinstance(profiles, dict) else ():
+        for problem in _problems(source, apply_profile(data, name), path, name):
+            found.append(replace(problem, message=f"with profile '{name}': {problem.message}"))
+    return found
