@@ -86,6 +86,7 @@ class ResponseCache:
                 self._cache.set(entry.key, value, expire=entry.ttl_s)
 
     def stats(self) -> dict[str, Any]:
+        self._cache.expire()  # entries past their ttl are dead: neither count nor size them
         return {
             "directory": str(self.directory),
             "entries": len(self._cache),

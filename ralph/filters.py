@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ralph.providers.base import AttemptError
+from ralph.recipe.build import thaw
 from ralph.recipe.model import Filter
 
 
@@ -84,7 +85,9 @@ def _json(text: str, options: Any) -> str:
         value = json.loads(_strip(text, "all"))
     except json.JSONDecodeError as exc:
         raise AttemptError("invalid_response", f"answer is not JSON: {exc.msg}") from None
-    schema = options.get("schema") if isinstance(options, dict) else None
+    # options from a recipe are frozen (read-only Mappings and tuples), not dicts: the schema
+    # goes to jsonschema as the plain JSON it was written as
+    schema = thaw(options.get("schema")) if isinstance(options, Mapping) else None
     if schema is not None:
         from jsonschema import Draft202012Validator
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,37 +30,46 @@ def count_items(source: ItemSource) -> int:
 
 def item_key(item: Any, index: int) -> str:
     """How an item is named in logs and outputs: its `id` when it has one, else its index."""
-    if isinstance(item, dict) and isinstance(item.get("id"), str | int):
+    # inline items arrive frozen (a read-only Mapping), file items as plain dicts
+    if isinstance(item, Mapping) and isinstance(item.get("id"), str | int):
         return str(item["id"])
     return str(index)
 
 
-def _open(path: Path) -> Any:
+def _open(path: Path, *, binary: bool = False) -> Any:
+    # utf-8-sig: a byte order mark (as Excel writes) must not end up in the first field name
     try:
-        return path.open(encoding="utf-8", newline="")
+        return path.open("rb") if binary else path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise ItemsError(str(path), 0, f"cannot read items file: {exc.strerror or exc}") from None
 
 
 def _jsonl(path: Path) -> Iterator[Any]:
-    with _open(path) as handle:
-        for number, line in enumerate(handle, start=1):
+    # bytes, decoded line by line: a bad byte is then reported on its own line, not on
+    # whichever line the text decoder's read-ahead happened to be at
+    with _open(path, binary=True) as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise ItemsError(str(path), number, "not valid UTF-8") from None
             if not line.strip():
                 continue
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ItemsError(str(path), number, f"not valid JSON: {exc.msg}") from None
-            except UnicodeDecodeError:
-                raise ItemsError(str(path), number, "not valid UTF-8") from None
 
 
 def _csv(path: Path) -> Iterator[Any]:
     with _open(path) as handle:
+        reader = csv.DictReader(handle)
         try:
-            yield from csv.DictReader(handle)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ItemsError(str(path), 0, f"not valid CSV: {exc}") from None
+            yield from reader
+        except csv.Error as exc:
+            raise ItemsError(str(path), reader.line_num, f"not valid CSV: {exc}") from None
+        except UnicodeDecodeError:
+            raise ItemsError(str(path), 0, "not valid UTF-8") from None
 
 
 def _json(path: Path) -> Iterator[Any]:
@@ -69,12 +78,14 @@ def _json(path: Path) -> Iterator[Any]:
             data = json.load(handle)
         except json.JSONDecodeError as exc:
             raise ItemsError(str(path), exc.lineno, f"not valid JSON: {exc.msg}") from None
+        except UnicodeDecodeError:
+            raise ItemsError(str(path), 0, "not valid UTF-8") from None
     yield from _as_list(data, path)
 
 
 def _yaml(path: Path) -> Iterator[Any]:
     from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     with _open(path) as handle:
         try:
@@ -82,6 +93,10 @@ def _yaml(path: Path) -> Iterator[Any]:
         except MarkedYAMLError as exc:
             line = exc.problem_mark.line + 1 if exc.problem_mark else 0
             raise ItemsError(str(path), line, f"not valid YAML: {exc.problem}") from None
+        except YAMLError as exc:  # e.g. a control character, which has no mark
+            raise ItemsError(str(path), 0, f"not valid YAML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ItemsError(str(path), 0, "not valid UTF-8") from None
     yield from _as_list(data, path)
 
 

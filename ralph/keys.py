@@ -63,9 +63,12 @@ def _run_key_command(agent: Agent) -> str:
             f"agent '{agent.name}': api_key_command '{program}' could not run: "
             f"{exc.__class__.__name__}"
         ) from None
-    if done.returncode != 0 or not done.stdout.strip():
+    if done.returncode != 0:
         # its output may hold the key or part of it: report only the exit status
         raise ConfigError(
             f"agent '{agent.name}': api_key_command '{program}' failed (exit {done.returncode})"
         )
-    return done.stdout.strip()
+    key = done.stdout.strip()
+    if not key:
+        raise ConfigError(f"agent '{agent.name}': api_key_command '{program}' printed no key")
+    return key

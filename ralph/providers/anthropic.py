@@ -9,7 +9,7 @@ import aiohttp
 
 from ralph.keys import Secret
 from ralph.providers.base import AttemptError, Request, Response
-from ralph.providers.http import invalid, send
+from ralph.providers.http import invalid, send, token_count
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
 
@@ -43,10 +43,12 @@ class AnthropicProvider:
         try:
             blocks = data["content"]
             text = "".join(b["text"] for b in blocks if b.get("type") == "text")
-            usage = data.get("usage") or {}
         except (KeyError, TypeError, AttributeError):
             raise invalid("content text blocks") from None
-        return Response(text, int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
+        usage = data.get("usage")
+        return Response(
+            text, token_count(usage, "input_tokens"), token_count(usage, "output_tokens")
+        )
 
     async def health(self) -> str | None:
         probe = Request(prompt="ping", model=self.agent.model, params={"max_tokens": 1})

@@ -9,6 +9,7 @@ import aiohttp
 
 from ralph.providers.base import AttemptError
 from ralph.run.retry import parse_retry_after
+from ralph.secrets import redact
 
 _QUOTA_CODES = ("insufficient_quota", "quota_exceeded", "billing_hard_limit_reached")
 
@@ -40,25 +41,21 @@ async def send(
 
 
 def _status_error(status: int, retry_after: str | None, raw: bytes) -> AttemptError:
-    message = _api_message(raw) or f"HTTP {status}"
+    api_message = _api_message(raw)
+    message = f"HTTP {status}: {api_message}" if api_message else f"HTTP {status}"
     if status == 429:
         quota = any(code in raw.decode("utf-8", "replace") for code in _QUOTA_CODES)
         return AttemptError(
-            "429",
-            f"HTTP 429: {message}",
-            retry_after_s=parse_retry_after(retry_after),
-            quota_exhausted=quota,
+            "429", message, retry_after_s=parse_retry_after(retry_after), quota_exhausted=quota
         )
     if status >= 500:
-        return AttemptError(
-            "5xx", f"HTTP {status}: {message}", retry_after_s=parse_retry_after(retry_after)
-        )
+        return AttemptError("5xx", message, retry_after_s=parse_retry_after(retry_after))
     if status == 408:
-        return AttemptError("timeout", f"HTTP 408: {message}")
+        return AttemptError("timeout", message)
     if status == 409:
         # a conflict is transient on the providers that send it (a lock, a replica catching up)
-        return AttemptError("5xx", f"HTTP 409: {message}")
-    return AttemptError("fatal", f"HTTP {status}: {message}")
+        return AttemptError("5xx", message)
+    return AttemptError("fatal", message)
 
 
 def _api_message(raw: bytes) -> str | None:
@@ -69,8 +66,17 @@ def _api_message(raw: bytes) -> str | None:
         return None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])[:500]
+        # APIs echo what they were sent, keys included ("invalid token sk-...")
+        return redact(str(error["message"])[:500])
     return None
+
+
+def token_count(usage: Any, name: str) -> int:
+    """A count from an answer's `usage`; servers that leave it out, null or garbled count 0."""
+    value = usage.get(name) if isinstance(usage, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return 0
+    return int(value)
 
 
 def invalid(what: str) -> AttemptError:

@@ -9,7 +9,7 @@ import aiohttp
 
 from ralph.keys import Secret
 from ralph.providers.base import Request, Response
-from ralph.providers.http import invalid, send
+from ralph.providers.http import invalid, send, token_count
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
 
@@ -35,13 +35,13 @@ class OpenAIProvider:
         data = await send(self.session, "POST", self.url, self.headers, payload, self.timeout)
         try:
             text = data["choices"][0]["message"]["content"]
-            usage = data.get("usage") or {}
         except (KeyError, IndexError, TypeError):
             raise invalid("choices[0].message.content") from None
         if not isinstance(text, str):
             raise invalid("text content")
+        usage = data.get("usage")
         return Response(
-            text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+            text, token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
         )
 
     async def health(self) -> str | None:

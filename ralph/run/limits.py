@@ -74,19 +74,26 @@ class Budget:
 
 
 class Pacer:
-    """Spaces acquisitions evenly at `per_minute` units a minute (GCRA): never a burst, so no
-    60-second window ever holds more than the limit."""
+    """Spaces acquisitions evenly at `per_minute` units a minute: never a burst, so no
+    60-second window ever holds more than the limit.
+
+    The next slot is counted from when an acquisition really went, not from when it was due:
+    slots handed out ahead of time would all fall due together after the event loop stalls
+    (a long flush, a GC pause) and go out as one burst. Waiters queue on a FIFO lock, so
+    only the one at the head sleeps.
+    """
 
     def __init__(self, per_minute: float) -> None:
         self.interval = 60.0 / per_minute
         self._next = 0.0
+        self._lock = asyncio.Lock()
 
     async def acquire(self, amount: float = 1.0) -> None:
-        now = time.monotonic()
-        start = max(now, self._next)
-        self._next = start + amount * self.interval
-        if start > now:
-            await asyncio.sleep(start - now)
+        async with self._lock:
+            wait = self._next - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next = time.monotonic() + amount * self.interval
 
 
 class AdaptiveLimit:
@@ -97,10 +104,11 @@ class AdaptiveLimit:
     increment when there is room, which is nearly always, and this sits on every request.
     """
 
-    def __init__(self, ceiling: int) -> None:
+    def __init__(self, ceiling: int, cooldown_s: float = 1.0) -> None:
         self.ceiling = ceiling
         self.limit = ceiling
         self.in_flight = 0
+        self.cooldown_s = cooldown_s
         self._successes = 0
         self._cooldown_until = 0.0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -136,7 +144,7 @@ class AdaptiveLimit:
             return
         self.limit = max(1, self.limit // 2)
         self._successes = 0
-        self._cooldown_until = now + 1.0
+        self._cooldown_until = now + self.cooldown_s
 
     def on_success(self) -> None:
         if self.limit >= self.ceiling:

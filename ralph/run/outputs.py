@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,7 +18,10 @@ def safe_output_path(out_dir: Path, rendered: str) -> Path:
     if relative.is_absolute() or not rendered.strip():
         raise OutputPathError(f"output path '{rendered}' must be relative to the output directory")
     root = out_dir.resolve()
-    target = (root / relative).resolve()
+    try:
+        target = (root / relative).resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a symlink loop
+        raise OutputPathError(f"output path {rendered!r} is not a usable path: {exc}") from None
     if not target.is_relative_to(root) or target == root:
         raise OutputPathError(f"output path '{rendered}' leaves the output directory")
     return target
@@ -28,13 +30,16 @@ def safe_output_path(out_dir: Path, rendered: str) -> Path:
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temp file in the same folder and rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    # not mkstemp: its 0o600 would make every output private; 0o666 less the umask is what
+    # any other program writing the file would give it
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        Path(temp).replace(path)
+        temp.replace(path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 

@@ -1,0 +1,190 @@
+"""The run log of a real `ralph apply` against the fake server: one event per attempt, with
+the contract's fields, as JSON or text, and never a prompt or a key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ralph.testing import FakeLLMServer, Fault
+from tests.conftest import TEST_KEY, Result, write_recipe
+
+CONTRACT = (
+    "event",
+    "task",
+    "item",
+    "agent",
+    "provider",
+    "model",
+    "attempt",
+    "status",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "cache",
+)
+CHAT = "/v1/chat/completions"  # faults go here only: the health checks before a run GET /models
+MARKER = "Zanzibar-quokka"  # in every prompt, so a leak is easy to find
+
+
+def recipe(folder: Path, base_url: str) -> Path:
+    return write_recipe(
+        folder,
+        f"""
+        version: 1
+        name: logs-test
+        agents:
+          writer:
+            provider: openai
+            base_url: {base_url}
+            model: test-model
+            api_key_env: OPENAI_API_KEY
+            params: {{max_tokens: 20}}
+            retries: {{attempts: 3, backoff: 1ms, max_backoff: 2ms}}
+            pricing: {{input_per_mtok: 1, output_per_mtok: 2}}
+        tasks:
+          - name: answer
+            agent: writer
+            for_each: [{{id: a, text: first}}, {{id: b, text: second}}]
+            system: "{MARKER} system"
+            prompt: "{MARKER} says {{{{ item.text }}}}"
+        """,
+    )
+
+
+def apply(
+    ralph: Callable[..., Result], recipe: Path, tmp_path: Path, fmt: str, *extra: str
+) -> tuple[Result, str]:
+    log = tmp_path / f"log.{fmt}"
+    result = ralph(
+        "apply",
+        str(recipe),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+        "--concurrency",
+        "1",
+        "--log-format",
+        fmt,
+        "--log-file",
+        str(log),
+        *extra,
+    )
+    assert result.code == 0, result.out + result.err
+    return result, log.read_text("utf-8")
+
+
+def events(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_every_attempt_is_one_json_line_with_the_contract_fields(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("status", status=503, message="busy", path=CHAT))
+    _, text = apply(ralph, recipe(tmp_path, server.base_url), tmp_path, "json")
+    attempts = [e for e in events(text) if e["event"] == "attempt"]
+    assert len(attempts) == 3 == server.counts[CHAT]
+    for record in attempts:
+        assert set(CONTRACT) <= set(record), set(CONTRACT) - set(record)
+        assert record["task"] == "answer"
+        assert (record["agent"], record["provider"], record["model"]) == (
+            "writer",
+            "openai",
+            "test-model",
+        )
+        assert record["cache"] == "miss"
+        assert isinstance(record["latency_ms"], int | float) and record["latency_ms"] >= 0
+        assert record["level"] in ("info", "warning")
+        assert record["timestamp"].endswith("+00:00")
+
+    failed, retried, second = attempts
+    assert (failed["item"], failed["attempt"], failed["status"]) == ("a", 1, "5xx")
+    assert failed["error"] == "HTTP 503: busy" and failed["level"] == "warning"
+    assert (failed["input_tokens"], failed["output_tokens"], failed["cost_usd"]) == (0, 0, 0)
+    assert (retried["item"], retried["attempt"], retried["status"]) == ("a", 2, "ok")
+    assert "error" not in retried
+    assert retried["input_tokens"] > 0 and retried["output_tokens"] > 0
+    expected_cost = (retried["input_tokens"] * 1 + retried["output_tokens"] * 2) / 1e6
+    assert retried["cost_usd"] == pytest.approx(expected_cost)
+    assert (second["item"], second["attempt"], second["status"]) == ("b", 1, "ok")
+
+
+def test_prompts_and_keys_never_reach_the_log_only_length_and_hash(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("status", status=400, message="rejected", path=CHAT))
+    log = tmp_path / "log.json"
+    ralph(
+        "apply",
+        str(recipe(tmp_path, server.base_url)),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+        "--concurrency",
+        "1",
+        "--log-format",
+        "json",
+        "--log-file",
+        str(log),
+    )
+    text = log.read_text("utf-8")
+    assert MARKER not in text
+    assert TEST_KEY not in text
+    prompt = f"{MARKER} says second"
+    attempt = next(e for e in events(text) if e["event"] == "attempt" and e["item"] == "b")
+    assert attempt["prompt_chars"] == len(prompt)
+    assert attempt["prompt_sha"] == hashlib.sha256(prompt.encode()).hexdigest()[:12]
+    assert server.requests[-1].body["messages"][-1]["content"] == prompt  # it was sent, though
+    failure = next(e for e in events(text) if e["event"] == "item_failed")
+    assert (failure["item"], failure["error"]) == ("a", "HTTP 400: rejected")
+
+
+def test_a_rerun_logs_cache_hits(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    path = recipe(tmp_path, server.base_url)
+    _, first = apply(ralph, path, tmp_path, "json")
+    server.reset()
+    _, both = apply(ralph, path, tmp_path, "json")
+    assert both.startswith(first)  # the log file is appended to, run after run
+    text = both[len(first) :]
+    hits = [e for e in events(text) if e["event"] == "cache_hit"]
+    assert [(e["item"], e["agent"], e["cache"]) for e in hits] == [
+        ("a", "writer", "hit"),
+        ("b", "writer", "hit"),
+    ]
+    assert not [e for e in events(text) if e["event"] == "attempt"]
+    assert server.counts.get(CHAT, 0) == 0
+
+
+def test_no_cache_attempts_say_cache_off(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    _, text = apply(ralph, recipe(tmp_path, server.base_url), tmp_path, "json", "--no-cache")
+    attempts = [e for e in events(text) if e["event"] == "attempt"]
+    assert [e["cache"] for e in attempts] == ["off", "off"]
+
+
+def test_text_format_is_one_readable_line_per_event(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("rate_limit", retry_after=0, path=CHAT))
+    _, text = apply(ralph, recipe(tmp_path, server.base_url), tmp_path, "text")
+    lines = [line for line in text.splitlines() if " attempt " in line]
+    assert len(lines) == 3
+    assert lines[0].startswith("warning attempt task=answer item=a agent=writer provider=openai ")
+    assert "attempt=1 status=429 " in lines[0]
+    assert lines[1].startswith("info attempt task=answer item=a ")
+    assert "attempt=2 status=ok " in lines[1]
+    for line in lines:
+        for field in CONTRACT[1:]:
+            assert f" {field}=" in line, (field, line)
+        assert not line.lstrip().startswith("{")
+    assert MARKER not in text and TEST_KEY not in text

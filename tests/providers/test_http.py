@@ -1,0 +1,368 @@
+"""The OpenAI and Anthropic providers over real HTTP: every outcome mapped to its retry class.
+
+Each test starts the shipped fake server on the test's own event loop, injects a fault, and
+calls the provider through a real aiohttp session, as a run does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from ralph.keys import Secret
+from ralph.providers.anthropic import AnthropicProvider
+from ralph.providers.base import AttemptError, Provider, Request, Response
+from ralph.providers.http import send
+from ralph.providers.openai import OpenAIProvider
+from ralph.recipe.build import freeze
+from ralph.recipe.model import Agent
+from ralph.testing import FakeLLMServer, Fault
+
+KEY = "sk-test-http-0123456789abcdefSECRET"
+PROVIDERS = ["openai", "anthropic"]
+REQUEST = Request(prompt="Say hi\nplease", system="Be brief.", model="m", params=freeze({}))
+
+
+def make(
+    kind: str, base_url: str, session: aiohttp.ClientSession, *, key: str = KEY, timeout: float = 5
+) -> Provider:
+    agent = Agent(
+        name="writer",
+        provider=kind,
+        base_url=base_url,
+        model="m",
+        timeout_s=timeout,
+        params=freeze({"max_tokens": 20}),
+    )
+    cls = OpenAIProvider if kind == "openai" else AnthropicProvider
+    return cls(agent, Secret(key), session)
+
+
+@pytest.fixture
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+Scenario = Callable[[FakeLLMServer, aiohttp.ClientSession], Awaitable[Any]]
+
+
+def against_fake(scenario: Scenario) -> Any:
+    async def main() -> Any:
+        async with FakeLLMServer(api_key=KEY) as server, aiohttp.ClientSession() as session:
+            return await scenario(server, session)
+
+    return asyncio.run(main())
+
+
+def failure(kind: str, *faults: Fault, timeout: float = 5, key: str = KEY) -> AttemptError:
+    """The AttemptError one completion raises when `faults` are injected."""
+
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> AttemptError:
+        server.inject(*faults)
+        provider = make(kind, server.base_url, session, key=key, timeout=timeout)
+        with pytest.raises(AttemptError) as caught:
+            await provider.complete(REQUEST)
+        return caught.value
+
+    error: AttemptError = against_fake(scenario)
+    return error
+
+
+# -- success -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_an_answer_with_its_token_usage(kind: str) -> None:
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> Response:
+        return await make(kind, server.base_url, session).complete(REQUEST)
+
+    response = against_fake(scenario)
+    assert response.text == "echo: Say hi"
+    assert response.input_tokens > 0 and response.output_tokens == 3
+
+
+# -- failures, by retry class ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+@pytest.mark.parametrize("status", [500, 502, 503, 529])
+def test_server_errors_are_5xx(kind: str, status: int) -> None:
+    error = failure(kind, Fault("status", status=status, message="upstream is sad"))
+    assert error.kind == "5xx"
+    assert str(error) == f"HTTP {status}: upstream is sad"
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_rate_limit_is_429_with_retry_after_seconds(kind: str) -> None:
+    error = failure(kind, Fault("rate_limit", retry_after=7))
+    assert error.kind == "429"
+    assert error.retry_after_s == 7.0
+    assert not error.quota_exhausted
+    assert "Rate limit reached" in str(error)
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_rate_limit_with_fractional_retry_after(kind: str) -> None:
+    assert failure(kind, Fault("rate_limit", retry_after=0.5)).retry_after_s == 0.5
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_rate_limit_with_retry_after_as_an_http_date(kind: str) -> None:
+    error = failure(kind, Fault("rate_limit", retry_after=30, retry_after_http_date=True))
+    assert error.kind == "429"
+    assert error.retry_after_s is not None and 28 <= error.retry_after_s <= 30
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_rate_limit_without_retry_after(kind: str) -> None:
+    error = failure(kind, Fault("rate_limit", retry_after=None))
+    assert error.kind == "429" and error.retry_after_s is None
+
+
+def test_insufficient_quota_is_marked_exhausted() -> None:
+    error = failure("openai", Fault("rate_limit", insufficient_quota=True, retry_after=None))
+    assert error.kind == "429"
+    assert error.quota_exhausted
+    assert "exceeded your current quota" in str(error)
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [(400, "max_tokens: must be positive"), (401, "bad credentials"), (404, "no such model")],
+)
+def test_client_errors_are_fatal_with_the_apis_own_message(
+    kind: str, status: int, message: str
+) -> None:
+    error = failure(kind, Fault("status", status=status, message=message))
+    assert error.kind == "fatal"
+    assert str(error) == f"HTTP {status}: {message}"
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_wrong_key_is_fatal_and_never_echoed(kind: str) -> None:
+    wrong = "sk-wrong-key-0123456789abcdef"
+    error = failure(kind, key=wrong)
+    assert error.kind == "fatal"
+    assert str(error).startswith("HTTP 401: ")
+    assert wrong not in str(error)
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_key_echoed_by_the_api_is_redacted(kind: str) -> None:
+    error = failure(kind, Fault("status", status=400, message=f"invalid token {KEY} in body"))
+    assert error.kind == "fatal"
+    assert KEY not in str(error)
+    assert str(error) == "HTTP 400: invalid token [REDACTED] in body"
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_dropped_connection_is_connection(kind: str) -> None:
+    error = failure(kind, Fault("drop"))
+    assert error.kind == "connection"
+    assert "connection failed" in str(error)
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_truncated_body_is_an_invalid_response(kind: str) -> None:
+    error = failure(kind, Fault("invalid_json"))
+    assert (error.kind, str(error)) == ("invalid_response", "the answer is not JSON")
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_json_of_the_wrong_shape_is_an_invalid_response(kind: str) -> None:
+    error = failure(kind, Fault("wrong_shape"))
+    assert error.kind == "invalid_response"
+    assert str(error).startswith("the answer has no ")
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_slow_answer_past_the_timeout_is_timeout(kind: str) -> None:
+    error = failure(kind, Fault("latency", duration_s=0.15), timeout=0.05)
+    assert error.kind == "timeout"
+    assert str(error) == "no answer within 0.05s"
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_body_that_trickles_in_past_the_timeout_is_timeout(kind: str) -> None:
+    assert failure(kind, Fault("slow_body", duration_s=0.15), timeout=0.05).kind == "timeout"
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_nothing_listening_is_connection(kind: str, unused_port: int) -> None:
+    async def scenario() -> AttemptError:
+        async with aiohttp.ClientSession() as session:
+            provider = make(kind, f"http://127.0.0.1:{unused_port}/v1", session)
+            with pytest.raises(AttemptError) as caught:
+                await provider.complete(REQUEST)
+            return caught.value
+
+    assert asyncio.run(scenario()).kind == "connection"
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_health_passes_with_the_right_key(kind: str) -> None:
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> Any:
+        return await make(kind, server.base_url, session).health()
+
+    assert against_fake(scenario) is None
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_health_fails_with_a_bad_key_and_says_why(kind: str) -> None:
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> Any:
+        return await make(kind, server.base_url, session, key="sk-bad-0123456789abcdefgh").health()
+
+    reason = against_fake(scenario)
+    assert reason is not None and reason.startswith("HTTP 401: ")
+    assert "sk-bad" not in reason
+
+
+def test_openai_health_lists_models_and_anthropic_health_sends_a_tiny_message() -> None:
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> list[Any]:
+        for kind in PROVIDERS:
+            assert await make(kind, server.base_url, session).health() is None
+        return [(r.method, r.path, r.body) for r in server.requests]
+
+    (openai, anthropic) = against_fake(scenario)
+    assert openai == ("GET", "/v1/models", None)
+    assert anthropic[:2] == ("POST", "/v1/messages")
+    assert anthropic[2]["max_tokens"] == 1
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_health_when_nothing_listens(kind: str, unused_port: int) -> None:
+    async def scenario() -> str | None:
+        async with aiohttp.ClientSession() as session:
+            return await make(kind, f"http://127.0.0.1:{unused_port}/v1", session).health()
+
+    reason = asyncio.run(scenario())
+    assert reason is not None and reason.startswith("connection failed")
+
+
+# -- odd but real-world answers, from a tiny server of our own ----------------------------------
+
+
+def serve_bodies(kind: str, body: Any, status: int = 200) -> Response | AttemptError:
+    """Complete one request against a server that answers `body` with `status`: JSON-encoded,
+    or sent as it is when it is bytes."""
+    path = "/v1/chat/completions" if kind == "openai" else "/v1/messages"
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=raw, status=status, content_type="application/json")
+
+    async def main() -> Response | AttemptError:
+        app = web.Application()
+        app.router.add_post(path, handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession() as session:
+                provider = make(kind, f"http://127.0.0.1:{port}/v1", session)
+                try:
+                    return await provider.complete(REQUEST)
+                except AttemptError as error:
+                    return error
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        None,
+        {},
+        {"prompt_tokens": None, "completion_tokens": None},
+        [],
+        "n/a",
+        {"prompt_tokens": "x"},
+    ],
+)
+def test_openai_usage_missing_or_malformed_counts_zero(usage: Any) -> None:
+    body = {"choices": [{"message": {"content": "hi"}}], "usage": usage}
+    assert serve_bodies("openai", body) == Response("hi", 0, 0)
+
+
+@pytest.mark.parametrize(
+    "usage", [None, {}, {"input_tokens": None, "output_tokens": None}, [], {"input_tokens": -1}]
+)
+def test_anthropic_usage_missing_or_malformed_counts_zero(usage: Any) -> None:
+    body = {"content": [{"type": "text", "text": "hi"}], "usage": usage}
+    assert serve_bodies("anthropic", body) == Response("hi", 0, 0)
+
+
+def test_anthropic_joins_text_blocks_and_skips_others() -> None:
+    body = {
+        "content": [
+            {"type": "thinking", "thinking": "hmm"},
+            {"type": "text", "text": "one "},
+            {"type": "text", "text": "two"},
+        ],
+        "usage": {"input_tokens": 5, "output_tokens": 2},
+    }
+    assert serve_bodies("anthropic", body) == Response("one two", 5, 2)
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("openai", {"choices": []}),
+        ("openai", {"choices": [{"message": {"content": None}}]}),
+        ("openai", ["not", "an", "object"]),
+        ("openai", "just a string"),
+        ("anthropic", {"content": "not blocks"}),
+        ("anthropic", {"content": [{"type": "text", "text": 3}]}),
+        ("anthropic", [1, 2]),
+    ],
+)
+def test_shapes_without_an_answer_are_invalid_responses(kind: str, body: Any) -> None:
+    result = serve_bodies(kind, body)
+    assert isinstance(result, AttemptError)
+    assert result.kind == "invalid_response"
+
+
+def test_an_html_error_page_falls_back_to_the_status() -> None:
+    result = serve_bodies("openai", b"<html>Bad Gateway</html>", status=502)
+    assert isinstance(result, AttemptError)
+    assert (result.kind, str(result)) == ("5xx", "HTTP 502")
+
+
+@pytest.mark.parametrize(("status", "kind"), [(408, "timeout"), (409, "5xx"), (403, "fatal")])
+def test_other_statuses(status: int, kind: str) -> None:
+    result = serve_bodies("openai", {"error": {"message": "nope"}}, status=status)
+    assert isinstance(result, AttemptError)
+    assert (result.kind, str(result)) == (kind, f"HTTP {status}: nope")
+
+
+def test_send_returns_the_json_of_a_2xx() -> None:
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> Any:
+        return await send(
+            session,
+            "GET",
+            f"{server.base_url}/models",
+            {"Authorization": f"Bearer {KEY}"},
+            None,
+            aiohttp.ClientTimeout(total=5),
+        )
+
+    data = against_fake(scenario)
+    assert data["object"] == "list"
+    assert [m["id"] for m in data["data"]] == ["gpt-4o-mini", "claude-haiku-4-5"]

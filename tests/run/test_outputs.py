@@ -1,0 +1,169 @@
+"""Output paths that cannot escape `--out`, atomic writes, and the ordered `<task>.jsonl`."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from ralph.run.outputs import OrderedJsonl, OutputPathError, safe_output_path, write_atomic
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+@pytest.mark.parametrize(
+    "rendered", ["a.md", "deep/er/a.md", "./a.md", "x/../a.md", " spaced.md ", "a..b.md"]
+)
+def test_relative_paths_land_under_the_out_dir(out: Path, rendered: str) -> None:
+    target = safe_output_path(out, rendered)
+    assert target.is_relative_to(out.resolve())
+    assert target.name == rendered.strip().rsplit("/", 1)[-1]
+
+
+@pytest.mark.parametrize(
+    "rendered",
+    ["../a.md", "../../etc/passwd", "x/../../a.md", "..", "/etc/passwd", "/tmp/a.md"],
+)
+def test_paths_that_leave_the_out_dir_are_refused(out: Path, rendered: str) -> None:
+    with pytest.raises(OutputPathError, match="output path"):
+        safe_output_path(out, rendered)
+
+
+@pytest.mark.parametrize("rendered", ["", "   ", ".", "./", "x/.."])
+def test_empty_paths_and_the_out_dir_itself_are_refused(out: Path, rendered: str) -> None:
+    with pytest.raises(OutputPathError):
+        safe_output_path(out, rendered)
+
+
+def test_a_symlink_out_of_the_out_dir_is_refused(out: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "link").symlink_to(elsewhere)
+    with pytest.raises(OutputPathError, match="leaves the output directory"):
+        safe_output_path(out, "link/a.md")
+    (out / "file-link.md").symlink_to(elsewhere / "victim.md")
+    with pytest.raises(OutputPathError):
+        safe_output_path(out, "file-link.md")
+
+
+def test_a_symlink_within_the_out_dir_resolves_to_its_target(out: Path) -> None:
+    (out / "real").mkdir()
+    (out / "alias").symlink_to(out / "real")
+    assert safe_output_path(out, "alias/a.md") == (out / "real" / "a.md").resolve()
+
+
+def test_an_out_dir_reached_through_a_symlink_works(tmp_path: Path, out: Path) -> None:
+    via = tmp_path / "via"
+    via.symlink_to(out)
+    assert safe_output_path(via, "a.md") == out.resolve() / "a.md"
+
+
+@pytest.mark.parametrize("rendered", ["a\x00b.md", "loop/a.md"])
+def test_unusable_paths_are_an_output_error_not_a_crash(out: Path, rendered: str) -> None:
+    (out / "loop").symlink_to(out / "loop")
+    with pytest.raises(OutputPathError):
+        safe_output_path(out, rendered)
+
+
+def test_write_atomic_creates_folders_and_leaves_no_temp_file(out: Path) -> None:
+    target = out / "a" / "b" / "answer.md"
+    write_atomic(target, "héllo\n")
+    assert target.read_text("utf-8") == "héllo\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["answer.md"]
+
+
+def test_write_atomic_replaces_content_whole(out: Path) -> None:
+    target = out / "answer.md"
+    target.write_text("an old and much longer answer\n" * 100)
+    write_atomic(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in out.iterdir()] == ["answer.md"]
+
+
+def test_write_atomic_gives_outputs_ordinary_permissions(out: Path) -> None:
+    write_atomic(out / "atomic.md", "x")
+    (out / "plain.md").write_text("x")
+    mode = stat.S_IMODE((out / "atomic.md").stat().st_mode)
+    assert mode == stat.S_IMODE((out / "plain.md").stat().st_mode)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(out: Path) -> None:
+    target = out / "answer.md"
+    target.write_text("old")
+    with pytest.raises(UnicodeEncodeError):
+        write_atomic(target, "half \udcff")  # a lone surrogate cannot be encoded
+    assert target.read_text() == "old"
+    assert [p.name for p in out.iterdir()] == ["answer.md"]
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+def test_jsonl_lines_follow_item_order_whatever_order_they_finish_in(out: Path) -> None:
+    target = out / "task.jsonl"
+    jsonl = OrderedJsonl(target)
+    for index in (3, 1, 4, 0, 2):
+        jsonl.add(index, {"index": index, "answer": f"a{index}"})
+    jsonl.close()
+    assert [r["index"] for r in _records(target)] == [0, 1, 2, 3, 4]
+
+
+def test_jsonl_skips_items_without_a_record(out: Path) -> None:
+    target = out / "task.jsonl"
+    jsonl = OrderedJsonl(target)
+    jsonl.add(2, {"index": 2})
+    jsonl.add(1, None)  # never started
+    jsonl.add(0, {"index": 0, "answer": "ünï"})
+    jsonl.close()
+    assert _records(target) == [{"index": 0, "answer": "ünï"}, {"index": 2}]
+
+
+def test_jsonl_writes_what_is_held_back_behind_a_gap_on_close(out: Path) -> None:
+    target = out / "task.jsonl"
+    jsonl = OrderedJsonl(target)
+    jsonl.add(5, {"index": 5})
+    jsonl.add(0, {"index": 0})
+    jsonl.add(2, {"index": 2})  # 1, 3 and 4 never came: a limit stopped the run
+    jsonl.close()
+    assert [r["index"] for r in _records(target)] == [0, 2, 5]
+
+
+def test_jsonl_is_published_on_close_only(out: Path) -> None:
+    target = out / "task.jsonl"
+    part = out / "task.jsonl.part"
+    jsonl = OrderedJsonl(target)
+    jsonl.add(0, {"index": 0})
+    assert not target.exists()
+    assert part.exists()
+    jsonl.close()
+    assert _records(target) == [{"index": 0}]
+    assert not part.exists()
+    jsonl.close()  # closing twice is harmless
+    assert _records(target) == [{"index": 0}]
+
+
+def test_jsonl_keeps_the_previous_run_until_close(out: Path) -> None:
+    target = out / "task.jsonl"
+    target.write_text('{"index": 0, "answer": "old"}\n')
+    jsonl = OrderedJsonl(target)
+    jsonl.add(0, {"index": 0, "answer": "new"})
+    assert _records(target) == [{"index": 0, "answer": "old"}]
+    jsonl.close()
+    assert _records(target) == [{"index": 0, "answer": "new"}]
+    assert sorted(p.name for p in out.iterdir()) == ["task.jsonl"]
+
+
+def test_jsonl_records_with_odd_values_are_still_lines(out: Path) -> None:
+    target = out / "nested" / "task.jsonl"
+    jsonl = OrderedJsonl(target)
+    jsonl.add(0, {"index": 0, "when": Path("x"), "text": "two\nlines"})
+    jsonl.close()
+    assert _records(target) == [{"index": 0, "when": "x", "text": "two\nlines"}]

@@ -1,0 +1,264 @@
+"""The response cache: keys of exactly what decides an answer, a real diskcache, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ralph.cache import Entry, ResponseCache, cache_key, default_cache_dir, key_parts
+from ralph.providers.base import Request, Response
+from ralph.recipe.build import freeze
+from ralph.recipe.model import Agent
+from tests.conftest import Result, write_recipe
+
+KEY = "sk-test-cache-0123456789abcdefXYZ"
+
+AGENT = Agent(
+    name="writer",
+    provider="openai",
+    base_url="http://127.0.0.1:9/v1",
+    model="gpt-4o-mini",
+    api_key_env="RALPH_TEST_CACHE_KEY",
+    params=freeze({"temperature": 0.2, "response_format": {"type": "json_object"}}),
+)
+REQUEST = Request(
+    prompt="Summarize ticket 7", system="Be terse.", model="gpt-4o-mini", params=AGENT.params
+)
+
+
+def key(agent: Agent = AGENT, **changes: Any) -> str:
+    request = dataclasses.replace(REQUEST, **changes)
+    return cache_key(agent, request)
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def test_the_key_is_a_sha256_of_the_sorted_parts_and_stays_the_same() -> None:
+    parts = key_parts(AGENT, REQUEST)
+    assert list(parts) == ["provider", "base_url", "model", "params", "system", "prompt"]
+    canonical = json.dumps(parts, sort_keys=True, ensure_ascii=False)
+    assert key() == hashlib.sha256(canonical.encode()).hexdigest()
+    # pinned: a change here makes every user's cache miss once, so it must be deliberate
+    assert key() == "5172888f6a2dbec0855da20805220ed65a4ce4efae8a94dff70c203b0810be11"
+    assert key() == key()
+
+
+def test_param_order_does_not_matter() -> None:
+    reordered = freeze({"response_format": {"type": "json_object"}, "temperature": 0.2})
+    assert key(params=reordered) == key()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"prompt": "Summarize ticket 8"},
+        {"prompt": "Summarize ticket 7 "},
+        {"system": "Be chatty."},
+        {"system": None},
+        {"model": "gpt-4o"},
+        {"params": freeze({"temperature": 0.3, "response_format": {"type": "json_object"}})},
+        {"params": freeze({"temperature": 0.2, "response_format": {"type": "text"}})},
+        {"params": freeze({"temperature": 0.2})},
+    ],
+)
+def test_any_request_change_changes_the_key(change: dict[str, Any]) -> None:
+    assert key(**change) != key()
+
+
+@pytest.mark.parametrize(
+    "change", [{"provider": "anthropic"}, {"base_url": "http://127.0.0.1:9/v2"}]
+)
+def test_provider_and_base_url_change_the_key(change: dict[str, Any]) -> None:
+    assert key(dataclasses.replace(AGENT, **change)) != key()
+
+
+def test_command_agents_are_keyed_by_their_command_and_workdir(tmp_path: Path) -> None:
+    coder = Agent(name="coder", provider="command", command=("claude", "-p"), workdir=tmp_path)
+    request = Request(prompt="build it")
+    parts = key_parts(coder, request)
+    assert parts["command"] == ("claude", "-p") and parts["workdir"] == str(tmp_path)
+    base = cache_key(coder, request)
+    longer = dataclasses.replace(coder, command=("claude", "-p", "--fast"))
+    assert cache_key(longer, request) != base
+    assert cache_key(dataclasses.replace(coder, command="claude -p"), request) != base
+    assert cache_key(dataclasses.replace(coder, workdir=tmp_path / "sub"), request) != base
+
+
+def test_credentials_never_go_into_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RALPH_TEST_CACHE_KEY", KEY)
+    parts = json.dumps(key_parts(AGENT, REQUEST))
+    assert KEY not in parts
+    assert "RALPH_TEST_CACHE_KEY" not in parts
+    # where the key comes from does not change which answer is right
+    other_sources = [
+        dataclasses.replace(AGENT, api_key_env="OTHER_KEY"),
+        dataclasses.replace(AGENT, api_key_env=None, api_key_file=tmp_path / "key.txt"),
+        dataclasses.replace(AGENT, api_key_env=None, api_key_command=("pass", "openai")),
+    ]
+    assert {key(agent) for agent in other_sources} == {key()}
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[ResponseCache]:
+    store = ResponseCache(tmp_path / "cache")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def test_put_many_and_get_round_trip(cache: ResponseCache) -> None:
+    entries = [
+        Entry("k1", Response("answer one", 10, 3), "writer", None),
+        Entry("k2", Response("ünïcödé\n", 1, 2), "backup", None),
+    ]
+    cache.put_many(entries)
+    assert cache.get("k1") == (Response("answer one", 10, 3), "writer")
+    assert cache.get("k2") == (Response("ünïcödé\n", 1, 2), "backup")
+    assert "k1" in cache
+    assert cache.get("absent") is None
+    assert "absent" not in cache
+
+
+def test_entries_survive_reopening(tmp_path: Path) -> None:
+    first = ResponseCache(tmp_path / "c")
+    first.put_many([Entry("k", Response("kept", 1, 1), "writer", None)])
+    first.close()
+    again = ResponseCache(tmp_path / "c")
+    try:
+        assert again.get("k") == (Response("kept", 1, 1), "writer")
+    finally:
+        again.close()
+
+
+def test_ttl_expiry(cache: ResponseCache) -> None:
+    cache.put_many(
+        [
+            Entry("short", Response("a", 1, 1), "writer", 0.15),
+            Entry("forever", Response("b", 1, 1), "writer", None),
+        ]
+    )
+    assert cache.get("short") is not None
+    time.sleep(0.2)
+    assert cache.get("short") is None
+    assert "short" not in cache
+    assert cache.get("forever") is not None
+    assert cache.stats()["entries"] == 1  # an expired entry is not counted
+
+
+def test_stats_and_clear(cache: ResponseCache, tmp_path: Path) -> None:
+    empty = cache.stats()
+    assert empty["entries"] == 0 and empty["directory"] == str(tmp_path / "cache")
+    cache.put_many(Entry(f"k{n}", Response("x" * 100, 1, 1), "w", None) for n in range(5))
+    stats = cache.stats()
+    assert stats["entries"] == 5 and stats["size_bytes"] > 0
+    assert cache.clear() == 5
+    assert cache.stats()["entries"] == 0
+    assert cache.get("k0") is None
+
+
+def test_default_cache_dir_is_beside_the_recipe_unless_overridden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RALPH_CACHE_DIR", raising=False)
+    recipe = tmp_path / "recipes" / "r.yaml"
+    assert default_cache_dir(recipe) == tmp_path / "recipes" / ".ralph" / "cache"
+    monkeypatch.setenv("RALPH_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert default_cache_dir(recipe) == tmp_path / "elsewhere"
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+ECHO_RECIPE = """
+    version: 1
+    name: cache-cli
+    agents:
+      local: {provider: echo}
+    tasks:
+      - name: greet
+        agent: local
+        for_each: [{id: ada, name: Ada}, {id: bob, name: Bob}]
+        system: Be kind.
+        prompt: "Hello {{ item.name }}"
+"""
+
+
+@pytest.fixture
+def echo_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("RALPH_CACHE_DIR", raising=False)
+    return write_recipe(tmp_path, ECHO_RECIPE)
+
+
+def explain(ralph: Callable[..., Result], recipe: Path, item: int) -> tuple[str, dict[str, Any]]:
+    result = ralph("cache", "explain", str(recipe), "--task", "greet", "--item", str(item))
+    assert result.code == 0, result.err
+    head, _, body = result.out.partition("\n")
+    return head, json.loads(body)
+
+
+def test_cache_cli_explain_stats_and_clear(
+    ralph: Callable[..., Result], echo_recipe: Path, tmp_path: Path
+) -> None:
+    head, parts = explain(ralph, echo_recipe, 1)
+    assert head.startswith("agent local: key ") and head.endswith("(not cached)")
+    assert parts == {
+        "provider": "echo",
+        "base_url": None,
+        "model": None,
+        "params": {},
+        "system": "Be kind.",
+        "prompt": "Hello Bob",
+    }
+    stats = ralph("cache", "stats", str(echo_recipe))
+    assert stats.code == 0 and ": 0 entries" in stats.out
+
+    applied = ralph("apply", str(echo_recipe), "--out", str(tmp_path / "out"), "--quiet")
+    assert applied.code == 0, applied.err
+    after_head, after_parts = explain(ralph, echo_recipe, 1)
+    assert after_head.endswith("(cached)")
+    assert after_head.split()[3] == head.split()[3]  # the same key, now held
+    assert after_parts == parts
+
+    stats = ralph("cache", "stats", str(echo_recipe))
+    assert stats.out.startswith(str(tmp_path / ".ralph" / "cache"))
+    assert ": 2 entries" in stats.out
+
+    cleared = ralph("cache", "clear", str(echo_recipe))
+    assert (cleared.code, cleared.out.strip()) == (0, "removed 2 entries")
+    assert explain(ralph, echo_recipe, 0)[0].endswith("(not cached)")
+    assert ": 0 entries" in ralph("cache", "stats", str(echo_recipe)).out
+
+
+def test_cache_cli_takes_a_cache_dir_and_names_bad_input(
+    ralph: Callable[..., Result], echo_recipe: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    applied = ralph(
+        "apply",
+        str(echo_recipe),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+        "--cache-dir",
+        str(elsewhere),
+    )
+    assert applied.code == 0, applied.err
+    assert ": 2 entries" in ralph("cache", "stats", "--cache-dir", str(elsewhere)).out
+    assert ": 0 entries" in ralph("cache", "stats", str(echo_recipe)).out
+    no_task = ralph("cache", "explain", str(echo_recipe), "--task", "nope")
+    assert no_task.code == 2 and "no task 'nope' (tasks: greet)" in no_task.err
+    no_item = ralph("cache", "explain", str(echo_recipe), "--task", "greet", "--item", "5")
+    assert no_item.code == 2 and "has no item 5" in no_item.err
+    no_recipe = ralph("cache", "stats")
+    assert no_recipe.code == 2 and "--cache-dir" in no_recipe.err

@@ -1,0 +1,125 @@
+"""API keys from an env var, a file or a command, and never shown anywhere, errors included."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from ralph.errors import ConfigError
+from ralph.keys import Secret, resolve_key
+from ralph.recipe.model import Agent
+
+KEY = "sk-test-keys-0123456789abcdefXYZ"
+
+
+def agent(**fields: object) -> Agent:
+    return Agent(name="writer", provider="openai", **fields)  # type: ignore[arg-type]
+
+
+def python(code: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", code)
+
+
+def test_no_key_source_means_no_key() -> None:
+    assert resolve_key(Agent(name="local", provider="echo")) is None
+
+
+def test_key_from_the_environment_is_stripped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RALPH_TEST_KEY", f"  {KEY}\n")
+    secret = resolve_key(agent(api_key_env="RALPH_TEST_KEY"))
+    assert secret is not None and secret.value == KEY
+
+
+@pytest.mark.parametrize("value", [None, "", "   \n"])
+def test_a_missing_or_blank_env_var_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    if value is None:
+        monkeypatch.delenv("RALPH_TEST_KEY", raising=False)
+    else:
+        monkeypatch.setenv("RALPH_TEST_KEY", value)
+    with pytest.raises(ConfigError) as caught:
+        resolve_key(agent(api_key_env="RALPH_TEST_KEY"))
+    assert "agent 'writer'" in str(caught.value)
+    assert "RALPH_TEST_KEY is not set" in str(caught.value)
+
+
+def test_key_from_a_file_is_stripped(tmp_path: Path) -> None:
+    path = tmp_path / "key.txt"
+    path.write_text(f"\n{KEY}  \n")
+    secret = resolve_key(agent(api_key_file=path))
+    assert secret is not None and secret.value == KEY
+
+
+def test_an_empty_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "key.txt"
+    path.write_text(" \n\n")
+    with pytest.raises(ConfigError, match=r"api_key_file .*key\.txt is empty"):
+        resolve_key(agent(api_key_file=path))
+
+
+def test_a_missing_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read api_key_file .*: No such file"):
+        resolve_key(agent(api_key_file=tmp_path / "absent.txt"))
+
+
+def test_a_folder_or_binary_file_as_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read api_key_file"):
+        resolve_key(agent(api_key_file=tmp_path))
+    binary = tmp_path / "key.bin"
+    binary.write_bytes(b"\xff\xfe\x00sk-")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        resolve_key(agent(api_key_file=binary))
+
+
+def test_key_from_a_command_is_its_trimmed_stdout() -> None:
+    command = python(f"print('  {KEY}  '); print()")
+    secret = resolve_key(agent(api_key_command=command))
+    assert secret is not None and secret.value == KEY
+
+
+def test_a_failing_key_command_reports_only_its_exit_status() -> None:
+    leaky = python(
+        "import sys\n"
+        f"print('partial {KEY}')\n"
+        f"print('stderr mentions {KEY[:20]}', file=sys.stderr)\n"
+        "sys.exit(3)"
+    )
+    with pytest.raises(ConfigError) as caught:
+        resolve_key(agent(api_key_command=leaky))
+    message = str(caught.value)
+    assert "exit 3" in message
+    assert sys.executable in message  # the program is named so the user knows which one
+    assert KEY[:12] not in message
+    assert "partial" not in message and "stderr mentions" not in message
+
+
+def test_a_key_command_that_prints_nothing_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"api_key_command .* printed no key"):
+        resolve_key(agent(api_key_command=python("print('   ')")))
+
+
+def test_a_key_command_that_cannot_start_says_why() -> None:
+    with pytest.raises(ConfigError, match="could not run: FileNotFoundError"):
+        resolve_key(agent(api_key_command=("ralph-test-no-such-program",)))
+
+
+def test_the_secret_never_shows_in_repr_str_or_formatting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RALPH_TEST_KEY", KEY)
+    secret = resolve_key(agent(api_key_env="RALPH_TEST_KEY"))
+    assert isinstance(secret, Secret)
+    shown = [
+        repr(secret),
+        str(secret),
+        f"{secret}",
+        f"{secret!r}",
+        repr([secret]),
+        repr({1: secret}),
+    ]
+    for text in shown:
+        assert KEY not in text
+        assert KEY[:10] not in text
+    assert str(secret) == "[secret]"
+    assert secret.value == KEY  # only an explicit .value reveals it
