@@ -35,6 +35,7 @@ class Format(StrEnum):
     text = "text"
     json = "json"
     github = "github"
+    sarif = "sarif"
 
 
 class PlanFormat(StrEnum):

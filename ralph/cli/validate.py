@@ -16,7 +16,7 @@ def validate(
         list[Path], typer.Argument(help="Recipe files, or folders to search for recipes.")
     ],
     fmt: Annotated[
-        Format, typer.Option("--format", "-f", help="text, json or github annotations.")
+        Format, typer.Option("--format", "-f", help="text, json, github annotations or sarif.")
     ] = Format.text,
     profile: ProfileOption = None,
     sets: SetOption = None,

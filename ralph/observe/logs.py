@@ -78,11 +78,29 @@ def close_logging() -> None:
     logger.handlers.clear()
 
 
+CONTRACT_FIELDS = frozenset(
+    {
+        "task",
+        "item",
+        "agent",
+        "provider",
+        "model",
+        "attempt",
+        "status",
+        "latency_ms",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "cache",
+    }
+)  # always present in an attempt event, as null when unknown
+
+
 def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
-    """Log one event; fields that are None are left out."""
+    """Log one event; optional fields that are None are left out."""
     if logger.isEnabledFor(level):
         data = {"event": name}
-        data.update((k, v) for k, v in fields.items() if v is not None)
+        data.update((k, v) for k, v in fields.items() if v is not None or k in CONTRACT_FIELDS)
         # makeRecord + handle skips Logger.log's stack walk for the caller's file and line,
         # which events do not report
         logger.handle(logger.makeRecord(logger.name, level, "ralph", 0, data, (), None))

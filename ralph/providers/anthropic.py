@@ -8,8 +8,8 @@ from typing import Any
 import aiohttp
 
 from ralph.keys import Secret
-from ralph.providers.base import AttemptError, Request, Response
-from ralph.providers.http import invalid, send, token_count
+from ralph.providers.base import Request, Response
+from ralph.providers.http import invalid, probe_models, send, token_count
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
 
@@ -51,9 +51,5 @@ class AnthropicProvider:
         )
 
     async def health(self) -> str | None:
-        probe = Request(prompt="ping", model=self.agent.model, params={"max_tokens": 1})
-        try:
-            await self.complete(probe)
-        except AttemptError as exc:
-            return str(exc)
-        return None
+        # Anthropic's GET /models is authenticated like /messages, and free
+        return await probe_models(self.session, self.agent.base_url, self.headers, self.timeout)

@@ -81,3 +81,21 @@ def token_count(usage: Any, name: str) -> int:
 
 def invalid(what: str) -> AttemptError:
     return AttemptError("invalid_response", f"the answer has no {what}")
+
+
+async def probe_models(
+    session: aiohttp.ClientSession,
+    base_url: str | None,
+    headers: dict[str, str],
+    timeout: aiohttp.ClientTimeout,
+) -> str | None:
+    """An authenticated GET {base_url}/models: it proves the endpoint and the key and costs
+    nothing. A 429 proves them too, unless it says the quota is gone."""
+    url = f"{(base_url or '').rstrip('/')}/models"
+    try:
+        await send(session, "GET", url, headers, None, timeout)
+    except AttemptError as exc:
+        if exc.kind == "429" and not exc.quota_exhausted:
+            return None
+        return str(exc)
+    return None

@@ -9,7 +9,7 @@ import aiohttp
 
 from ralph.keys import Secret
 from ralph.providers.base import Request, Response
-from ralph.providers.http import invalid, send, token_count
+from ralph.providers.http import invalid, probe_models, send, token_count
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
 
@@ -45,11 +45,4 @@ class OpenAIProvider:
         )
 
     async def health(self) -> str | None:
-        from ralph.providers.base import AttemptError
-
-        url = f"{(self.agent.base_url or '').rstrip('/')}/models"
-        try:
-            await send(self.session, "GET", url, self.headers, None, self.timeout)
-        except AttemptError as exc:
-            return str(exc)
-        return None
+        return await probe_models(self.session, self.agent.base_url, self.headers, self.timeout)

@@ -1,19 +1,24 @@
-"""Validation results as text for people, JSON for machines, and GitHub annotations for CI."""
+"""Validation results as text for people, JSON for machines, GitHub annotations for CI, and
+SARIF for code-scanning uploads."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 from ralph.errors import Problem
 from ralph.recipe.validate import ValidationReport
 
-FORMATS = ("text", "json", "github")
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+RULES = {"error": "ralph/invalid-recipe", "warning": "ralph/recipe-warning"}
 
 
 def render_report(report: ValidationReport, fmt: str, *, color: bool = False) -> str:
     if fmt == "json":
         return json.dumps([_as_dict(p) for p in report.problems], indent=2)
+    if fmt == "sarif":
+        return json.dumps(sarif(report), indent=2)
     lines = [_github(p) if fmt == "github" else _text(p, color) for p in report.problems]
     return "\n".join([*lines, summary(report)])
 
@@ -53,3 +58,32 @@ def _github(problem: Problem) -> str:
     message = what.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     file = problem.file.replace("%", "%25").replace(",", "%2C").replace(":", "%3A")
     return f"::{problem.severity} file={file},line={problem.line},col={problem.column}::{message}"
+
+
+def sarif(report: ValidationReport) -> dict[str, Any]:
+    """SARIF 2.1.0, as `github/codeql-action/upload-sarif` and other scanners take it."""
+    from ralph import __version__
+
+    rules = [
+        {"id": rule, "shortDescription": {"text": f"ralph validate: recipe {severity}"}}
+        for severity, rule in RULES.items()
+    ]
+    results = [
+        {
+            "ruleId": RULES.get(p.severity, RULES["error"]),
+            "level": p.severity if p.severity in RULES else "error",
+            "message": {"text": f"{p.path}: {p.message}" if p.path else p.message},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": p.file},
+                        "region": {"startLine": p.line, "startColumn": p.column},
+                    }
+                }
+            ],
+        }
+        for p in report.problems
+    ]
+    driver = {"name": "ralph", "version": __version__, "rules": rules}
+    run = {"tool": {"driver": driver}, "results": results}
+    return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}

@@ -231,16 +231,31 @@ def test_health_fails_with_a_bad_key_and_says_why(kind: str) -> None:
     assert "sk-bad" not in reason
 
 
-def test_openai_health_lists_models_and_anthropic_health_sends_a_tiny_message() -> None:
+def test_health_is_an_authenticated_free_get_of_models() -> None:
     async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> list[Any]:
         for kind in PROVIDERS:
             assert await make(kind, server.base_url, session).health() is None
-        return [(r.method, r.path, r.body) for r in server.requests]
+        return [(r.method, r.path, r.headers) for r in server.requests]
 
     (openai, anthropic) = against_fake(scenario)
-    assert openai == ("GET", "/v1/models", None)
-    assert anthropic[:2] == ("POST", "/v1/messages")
-    assert anthropic[2]["max_tokens"] == 1
+    assert openai[:2] == anthropic[:2] == ("GET", "/v1/models")
+    assert openai[2]["authorization"].startswith("Bearer ")
+    assert "x-api-key" in anthropic[2] and "anthropic-version" in anthropic[2]
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_health_passes_on_a_rate_limit_but_not_on_an_exhausted_quota(kind: str) -> None:
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> list[Any]:
+        provider = make(kind, server.base_url, session)
+        server.inject(Fault("rate_limit", retry_after=1))
+        limited = await provider.health()
+        server.inject(Fault("rate_limit", insufficient_quota=True))
+        return [limited, await provider.health()]
+
+    limited, exhausted = against_fake(scenario)
+    assert limited is None
+    if kind == "openai":  # only OpenAI says a quota is gone in a 429's body
+        assert exhausted is not None and "429" in exhausted
 
 
 @pytest.mark.parametrize("kind", PROVIDERS)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from ralph.errors import Problem
 from ralph.recipe.validate import FileReport, ValidationReport
 from ralph.render.problems import problem_lines, render_report, summary
+from tests.conftest import Result
 
 TIMEOUT = Problem(
     "recipes/x.yaml", 14, 7, "agents.writer.timeout", "'60 seconds' is not a duration"
@@ -97,3 +100,22 @@ def test_github_annotations_carry_the_severity() -> None:
     assert render_report(report(("x.yaml", (warning,))), "github").splitlines()[0] == (
         "::warning file=x.yaml,line=2,col=1::deprecated"
     )
+
+
+def test_sarif_for_code_scanning(ralph: Callable[..., Result], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    recipe = "version: 1\nname: x\nagents: {a: {provider: echo}}\ntasks:\n"
+    bad.write_text(recipe + "  - {name: t, agent: b, prompt: hi}\n")
+    result = ralph("validate", str(bad), "--format", "sarif")
+    assert result.code == 1
+    log = json.loads(result.out)
+    assert log["version"] == "2.1.0"
+    run = log["runs"][0]
+    assert run["tool"]["driver"]["name"] == "ralph"
+    rule_ids = {rule["id"] for rule in run["tool"]["driver"]["rules"]}
+    (finding,) = run["results"]
+    assert finding["ruleId"] in rule_ids and finding["level"] == "error"
+    assert "unknown agent 'b'" in finding["message"]["text"]
+    location = finding["locations"][0]["physicalLocation"]
+    assert location["artifactLocation"]["uri"] == str(bad)
+    assert location["region"] == {"startLine": 5, "startColumn": 22}

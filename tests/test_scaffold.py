@@ -1,0 +1,38 @@
+"""`ralph init` scaffolds a recipe that validates and runs at once on the echo agent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Result
+
+
+def test_scaffold_validates_and_runs(ralph: Callable[..., Result], tmp_path: Path) -> None:
+    folder = tmp_path / "My Project"
+    assert ralph("init", str(folder)).code == 0
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".gitignore",
+        "items.jsonl",
+        "recipe.schema.json",
+        "recipe.yaml",
+    ]
+    recipe = folder / "recipe.yaml"
+    assert recipe.read_text().startswith("# yaml-language-server: $schema=recipe.schema.json\n")
+    assert "name: my-project\n" in recipe.read_text()
+    assert ".ralph/" in (folder / ".gitignore").read_text()
+    assert ralph("validate", str(recipe)).code == 0
+    out = folder / "out"
+    result = ralph("apply", str(recipe), "--out", str(out), "--quiet")
+    assert result.code == 0, result.out + result.err
+    assert (out / "descriptions" / "tea.md").read_text().startswith("Describe a cup of tea")
+
+
+def test_scaffold_does_not_overwrite(ralph: Callable[..., Result], tmp_path: Path) -> None:
+    (tmp_path / "recipe.yaml").write_text("mine")
+    result = ralph("init", str(tmp_path))
+    assert result.code == 2
+    assert "not overwriting" in result.err and "recipe.yaml" in result.err
+    assert (tmp_path / "recipe.yaml").read_text() == "mine"
+    assert ralph("init", str(tmp_path), "--force").code == 0
+    assert (tmp_path / "recipe.yaml").read_text() != "mine"
