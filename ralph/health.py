@@ -39,13 +39,16 @@ class CheckResult:
 Probe = Callable[[], Awaitable[str | None]]
 
 
-async def run_checks(recipe: Recipe, out_dir: Path, cache_dir: Path | None) -> list[CheckResult]:
+async def run_checks(
+    recipe: Recipe, out_dir: Path, cache_dir: Path | None, *, allow_insecure_key_file: bool = False
+) -> list[CheckResult]:
     """Every check, concurrently; each result says what was checked and what went wrong."""
     import aiohttp
 
     async with aiohttp.ClientSession(trust_env=False) as session:
-        probes = [_agent_probe(recipe, name, session) for name in used_agents(recipe)]
-        probes += _recipe_probes(recipe, session)
+        allow = allow_insecure_key_file
+        probes = [_agent_probe(recipe, name, session, allow) for name in used_agents(recipe)]
+        probes += _recipe_probes(recipe, session, allow)
         probes += [(f"writable: {out_dir}", _writable(out_dir))]
         if cache_dir is not None:
             probes.append((f"writable: {cache_dir}", _writable(cache_dir)))
@@ -74,23 +77,28 @@ async def _timed(name: str, probe: Probe) -> CheckResult:
     return CheckResult(name, problem is None, latency_ms, problem or "ok")
 
 
-def _agent_probe(recipe: Recipe, name: str, session: aiohttp.ClientSession) -> tuple[str, Probe]:
-    from ralph.keys import resolve_key
+def _agent_probe(
+    recipe: Recipe, name: str, session: aiohttp.ClientSession, allow_insecure_key_file: bool
+) -> tuple[str, Probe]:
+    from ralph.keys import KeySource
     from ralph.providers import PROVIDERS
 
     agent = recipe.agents[name]
 
     async def probe() -> str | None:
+        keys = KeySource(agent, allow_insecure_file=allow_insecure_key_file)
         try:
-            key = resolve_key(agent)
+            keys.get()
         except ConfigError as exc:
             return str(exc)
-        return await PROVIDERS[agent.provider](agent, key, session).health()
+        return await PROVIDERS[agent.provider](agent, keys, session).health()
 
     return f"agent: {name} ({agent.provider})", probe
 
 
-def _recipe_probes(recipe: Recipe, session: aiohttp.ClientSession) -> list[tuple[str, Probe]]:
+def _recipe_probes(
+    recipe: Recipe, session: aiohttp.ClientSession, allow_insecure_key_file: bool
+) -> list[tuple[str, Probe]]:
     probes: list[tuple[str, Probe]] = []
     for check in recipe.health_checks:
         if isinstance(check, HttpCheck):
@@ -98,7 +106,7 @@ def _recipe_probes(recipe: Recipe, session: aiohttp.ClientSession) -> list[tuple
         elif isinstance(check, CommandCheck):
             probes.append((f"command: {' '.join(check.argv)}", _command(check)))
         elif check.agent not in used_agents(recipe):
-            probes.append(_agent_probe(recipe, check.agent, session))
+            probes.append(_agent_probe(recipe, check.agent, session, allow_insecure_key_file))
     return probes
 
 
@@ -155,9 +163,12 @@ def _writable(folder: Path) -> Probe:
     return probe
 
 
-def require_healthy(recipe: Recipe, out_dir: Path, cache_dir: Path | None) -> None:
+def require_healthy(
+    recipe: Recipe, out_dir: Path, cache_dir: Path | None, *, allow_insecure_key_file: bool = False
+) -> None:
     """HealthError naming every failing check, or nothing."""
-    failed = [r for r in asyncio.run(run_checks(recipe, out_dir, cache_dir)) if not r.ok]
+    checks = run_checks(recipe, out_dir, cache_dir, allow_insecure_key_file=allow_insecure_key_file)
+    failed = [r for r in asyncio.run(checks) if not r.ok]
     if failed:
         reasons = "; ".join(f"{r.name}: {r.detail}" for r in failed)
         raise HealthError(f"health check failed, nothing was sent ({reasons})")

@@ -20,7 +20,41 @@ class Secret:
         return "[secret]"
 
 
-def resolve_key(agent: Agent) -> Secret | None:
+class KeySource:
+    """An agent's key for one run: read once, and read again at most once (after a 401), so a
+    key rotated during a long run is picked up without hammering the secret store."""
+
+    def __init__(
+        self, agent: Agent, *, allow_insecure_file: bool = False, initial: Secret | None = None
+    ) -> None:
+        self.agent = agent
+        self.allow_insecure_file = allow_insecure_file
+        self._key = initial
+        self._read = initial is not None
+        self._reread = False
+
+    def get(self) -> Secret | None:
+        if not self._read:
+            self._key = resolve_key(self.agent, allow_insecure_file=self.allow_insecure_file)
+            self._read = True
+        return self._key
+
+    def reread(self) -> Secret | None:
+        """A key different from the one in use, or None (already re-read, unchanged, gone)."""
+        if self._reread:
+            return None
+        self._reread = True
+        try:
+            fresh = resolve_key(self.agent, allow_insecure_file=self.allow_insecure_file)
+        except ConfigError:
+            return None
+        if fresh is None or fresh == self._key:
+            return None
+        self._key = fresh
+        return fresh
+
+
+def resolve_key(agent: Agent, *, allow_insecure_file: bool = False) -> Secret | None:
     """The agent's key, or None when it needs none; ConfigError names the source, never the key."""
     if agent.api_key_env is not None:
         value = os.environ.get(agent.api_key_env, "")
@@ -31,10 +65,26 @@ def resolve_key(agent: Agent) -> Secret | None:
             )
         return Secret(value.strip())
     if agent.api_key_file is not None:
+        if not allow_insecure_file:
+            _refuse_open_permissions(agent)
         return Secret(_read_key_file(agent))
     if agent.api_key_command is not None:
         return Secret(_run_key_command(agent))
     return None
+
+
+def _refuse_open_permissions(agent: Agent) -> None:
+    assert agent.api_key_file is not None
+    try:
+        mode = agent.api_key_file.stat().st_mode
+    except OSError:
+        return  # _read_key_file says why it cannot be read
+    if mode & 0o077:
+        raise ConfigError(
+            f"agent '{agent.name}': api_key_file {agent.api_key_file} can be read by group or "
+            f"others (mode {mode & 0o777:o}); run `chmod 600` on it (for a Kubernetes secret "
+            "set defaultMode: 0400), or pass --allow-insecure-key-file"
+        )
 
 
 def _read_key_file(agent: Agent) -> str:

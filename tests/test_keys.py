@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ralph.errors import ConfigError
-from ralph.keys import Secret, resolve_key
+from ralph.keys import KeySource, Secret, resolve_key
 from ralph.recipe.model import Agent
 
 KEY = "sk-test-keys-0123456789abcdefXYZ"
@@ -16,6 +16,12 @@ KEY = "sk-test-keys-0123456789abcdefXYZ"
 
 def agent(**fields: object) -> Agent:
     return Agent(name="writer", provider="openai", **fields)  # type: ignore[arg-type]
+
+
+def key_file(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
 
 
 def python(code: str) -> tuple[str, ...]:
@@ -47,15 +53,13 @@ def test_a_missing_or_blank_env_var_names_the_variable(
 
 
 def test_key_from_a_file_is_stripped(tmp_path: Path) -> None:
-    path = tmp_path / "key.txt"
-    path.write_text(f"\n{KEY}  \n")
+    path = key_file(tmp_path / "key.txt", f"\n{KEY}  \n")
     secret = resolve_key(agent(api_key_file=path))
     assert secret is not None and secret.value == KEY
 
 
 def test_an_empty_key_file_is_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "key.txt"
-    path.write_text(" \n\n")
+    path = key_file(tmp_path / "key.txt", " \n\n")
     with pytest.raises(ConfigError, match=r"api_key_file .*key\.txt is empty"):
         resolve_key(agent(api_key_file=path))
 
@@ -70,8 +74,32 @@ def test_a_folder_or_binary_file_as_key_file_is_a_clear_error(tmp_path: Path) ->
         resolve_key(agent(api_key_file=tmp_path))
     binary = tmp_path / "key.bin"
     binary.write_bytes(b"\xff\xfe\x00sk-")
+    binary.chmod(0o600)
     with pytest.raises(ConfigError, match="not UTF-8 text"):
         resolve_key(agent(api_key_file=binary))
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_key_file_others_can_read_is_refused_unless_allowed(tmp_path: Path, mode: int) -> None:
+    path = key_file(tmp_path / "key.txt", KEY, mode)
+    with pytest.raises(ConfigError) as caught:
+        resolve_key(agent(api_key_file=path))
+    message = str(caught.value)
+    assert f"mode {mode:o}" in message and "chmod 600" in message
+    assert "--allow-insecure-key-file" in message and KEY not in message
+    secret = resolve_key(agent(api_key_file=path), allow_insecure_file=True)
+    assert secret is not None and secret.value == KEY
+
+
+def test_key_source_reads_once_and_rereads_once(tmp_path: Path) -> None:
+    path = key_file(tmp_path / "key.txt", KEY)
+    keys = KeySource(agent(api_key_file=path))
+    assert keys.get() == Secret(KEY)
+    path.write_text("sk-rotated-0000000000000000")
+    assert keys.get() == Secret(KEY), "a key is read once per run"
+    assert keys.reread() == Secret("sk-rotated-0000000000000000")
+    path.write_text("sk-rotated-again-000000000000")
+    assert keys.reread() is None, "and re-read at most once"
 
 
 def test_key_from_a_command_is_its_trimmed_stdout() -> None:

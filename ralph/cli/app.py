@@ -64,6 +64,13 @@ CacheDirOption = Annotated[
     ),
 ]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Where outputs go.")]
+InsecureKeyFileOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-insecure-key-file",
+        help="Accept an api_key_file that group or others can read.",
+    ),
+]
 
 
 def _version(value: bool) -> None:

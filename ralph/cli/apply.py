@@ -11,6 +11,7 @@ import typer
 
 from ralph.cli.app import (
     CacheDirOption,
+    InsecureKeyFileOption,
     OutOption,
     PlanFormat,
     ProfileOption,
@@ -21,6 +22,7 @@ from ralph.cli.app import (
 if TYPE_CHECKING:
     from ralph.plan import Plan
     from ralph.recipe.model import Recipe
+    from ralph.run.engine import RunOptions
 
 
 class LogFormat(StrEnum):
@@ -64,6 +66,7 @@ def apply(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar; only warnings on stderr.")
     ] = False,
+    allow_insecure_key_file: InsecureKeyFileOption = False,
     skip_health: Annotated[
         bool, typer.Option("--skip-health", help="Do not run the health checks first.")
     ] = False,
@@ -82,11 +85,20 @@ def apply(
     resolved_cache = None if no_cache else (cache_dir or default_cache_dir(model.path))
     if dry_run:
         return print_plan(model, cache_dir or default_cache_dir(model.path), fmt, show)
+    from ralph.run.engine import RunOptions
+
+    options = RunOptions(
+        out_dir=out,
+        cache_dir=resolved_cache,
+        concurrency=concurrency,
+        allow_insecure_key_file=allow_insecure_key_file,
+    )
     if not skip_health:
         from ralph.health import require_healthy
 
-        require_healthy(model, out, resolved_cache)
-    return _run(model, out, resolved_cache, concurrency, log_format, log_file, summary_file, quiet)
+        allow = allow_insecure_key_file
+        require_healthy(model, out, resolved_cache, allow_insecure_key_file=allow)
+    return _run(model, options, log_format, log_file, summary_file, quiet)
 
 
 def load_target(path: Path, profile: str | None, sets: list[str] | None) -> Recipe:
@@ -131,9 +143,7 @@ def parse_show(show: str) -> int | None:
 
 def _run(
     model: Recipe,
-    out: Path,
-    cache_dir: Path | None,
-    concurrency: int | None,
+    options: RunOptions,
     log_format: LogFormat | None,
     log_file: Path | None,
     summary_file: Path | None,
@@ -144,14 +154,13 @@ def _run(
 
     from ralph.observe.logs import close_logging, setup_logging
     from ralph.observe.report import render_summary
-    from ralph.run.engine import RunOptions, run_recipe
+    from ralph.run.engine import run_recipe
     from ralph.run.outputs import write_atomic
 
     tty = sys.stderr.isatty()
     fmt = (log_format or (LogFormat.text if tty else LogFormat.json)).value
     show_progress = tty and not quiet
     logger = setup_logging(fmt, log_file, quiet=quiet or show_progress)
-    options = RunOptions(out_dir=out, cache_dir=cache_dir, concurrency=concurrency)
     progress = _progress() if show_progress else None
     try:
         with progress if progress is not None else nullcontext():

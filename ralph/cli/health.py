@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from ralph.cli.app import CacheDirOption, OutOption, PlanFormat, ProfileOption, SetOption, app
+from ralph.cli.app import (
+    CacheDirOption,
+    InsecureKeyFileOption,
+    OutOption,
+    PlanFormat,
+    ProfileOption,
+    SetOption,
+    app,
+)
 
 
 @app.command()
@@ -20,6 +28,7 @@ def health(
     sets: SetOption = None,
     out: OutOption = Path("out"),
     cache_dir: CacheDirOption = None,
+    allow_insecure_key_file: InsecureKeyFileOption = False,
 ) -> int:
     """Check that every agent answers and every health check passes; a table with latencies."""
     import asyncio
@@ -32,7 +41,13 @@ def health(
     from ralph.render.tables import table
 
     model = load_recipe(recipe, profile, sets or ())
-    results = asyncio.run(run_checks(model, out, cache_dir or default_cache_dir(model.path)))
+    checks = run_checks(
+        model,
+        out,
+        cache_dir or default_cache_dir(model.path),
+        allow_insecure_key_file=allow_insecure_key_file,
+    )
+    results = asyncio.run(checks)
     if fmt == PlanFormat.json:
         typer.echo(json.dumps([asdict(r) for r in results], indent=2))
     else:

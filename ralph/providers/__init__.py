@@ -5,37 +5,37 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ralph.keys import Secret
+from ralph.keys import KeySource
 from ralph.providers.base import Provider
 from ralph.recipe.model import Agent
 
 if TYPE_CHECKING:
     import aiohttp
 
-Factory = Callable[[Agent, Secret | None, "aiohttp.ClientSession | None"], Provider]
+Factory = Callable[[Agent, KeySource, "aiohttp.ClientSession | None"], Provider]
 
 
-def _openai(agent: Agent, key: Secret | None, session: aiohttp.ClientSession | None) -> Provider:
+def _openai(agent: Agent, keys: KeySource, session: aiohttp.ClientSession | None) -> Provider:
     from ralph.providers.openai import OpenAIProvider
 
     assert session is not None
-    return OpenAIProvider(agent, key, session)
+    return OpenAIProvider(agent, keys, session)
 
 
-def _anthropic(agent: Agent, key: Secret | None, session: aiohttp.ClientSession | None) -> Provider:
+def _anthropic(agent: Agent, keys: KeySource, session: aiohttp.ClientSession | None) -> Provider:
     from ralph.providers.anthropic import AnthropicProvider
 
     assert session is not None
-    return AnthropicProvider(agent, key, session)
+    return AnthropicProvider(agent, keys, session)
 
 
-def _command(agent: Agent, key: Secret | None, session: aiohttp.ClientSession | None) -> Provider:
+def _command(agent: Agent, keys: KeySource, session: aiohttp.ClientSession | None) -> Provider:
     from ralph.providers.command import CommandProvider
 
     return CommandProvider(agent)
 
 
-def _echo(agent: Agent, key: Secret | None, session: aiohttp.ClientSession | None) -> Provider:
+def _echo(agent: Agent, keys: KeySource, session: aiohttp.ClientSession | None) -> Provider:
     from ralph.providers.echo import EchoProvider
 
     return EchoProvider()

@@ -38,11 +38,13 @@ class AttemptError(Exception):
         *,
         retry_after_s: float | None = None,
         quota_exhausted: bool = False,
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after_s = retry_after_s
         self.quota_exhausted = quota_exhausted
+        self.status = status
 
 
 class Provider(Protocol):

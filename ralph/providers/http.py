@@ -1,4 +1,5 @@
-"""What the HTTP providers share: one POST/GET and the mapping of failures to retry classes."""
+"""What the HTTP providers share: one POST/GET, the mapping of failures to retry classes, and
+HttpProvider, the base of the OpenAI and Anthropic providers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import aiohttp
 
-from ralph.providers.base import AttemptError
+from ralph.keys import KeySource, Secret
+from ralph.providers.base import AttemptError, Request, Response
+from ralph.recipe.model import Agent
 from ralph.run.retry import parse_retry_after
 from ralph.secrets import redact
 
@@ -55,7 +58,7 @@ def _status_error(status: int, retry_after: str | None, raw: bytes) -> AttemptEr
     if status == 409:
         # a conflict is transient on the providers that send it (a lock, a replica catching up)
         return AttemptError("5xx", message)
-    return AttemptError("fatal", message)
+    return AttemptError("fatal", message, status=status)
 
 
 def _api_message(raw: bytes) -> str | None:
@@ -99,3 +102,49 @@ async def probe_models(
             return None
         return str(exc)
     return None
+
+
+class HttpProvider:
+    """A JSON-over-HTTP provider on the run's one session.
+
+    Subclasses say where to post (`path`), how to authenticate (`auth_headers`), what to send
+    (`body`) and how to read the answer (`parse`). A 401 re-reads the key once, so a key
+    rotated during a long run (a refreshed secret file, a new vault lease) is picked up.
+    """
+
+    path = ""
+
+    def __init__(self, agent: Agent, keys: KeySource, session: aiohttp.ClientSession) -> None:
+        self.agent = agent
+        self.session = session
+        self.url = f"{(agent.base_url or '').rstrip('/')}{self.path}"
+        self.timeout = aiohttp.ClientTimeout(total=agent.timeout_s)
+        self._keys = keys
+        self.headers = self._headers(keys.get())
+
+    def auth_headers(self, key: Secret | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    def body(self, request: Request) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse(self, data: Any) -> Response:
+        raise NotImplementedError
+
+    async def complete(self, request: Request) -> Response:
+        payload = json.dumps(self.body(request)).encode()
+        try:
+            data = await send(self.session, "POST", self.url, self.headers, payload, self.timeout)
+        except AttemptError as error:
+            fresh = self._keys.reread() if error.status == 401 else None
+            if fresh is None:
+                raise
+            self.headers = self._headers(fresh)
+            data = await send(self.session, "POST", self.url, self.headers, payload, self.timeout)
+        return self.parse(data)
+
+    async def health(self) -> str | None:
+        return await probe_models(self.session, self.agent.base_url, self.headers, self.timeout)
+
+    def _headers(self, key: Secret | None) -> dict[str, str]:
+        return {"Content-Type": "application/json", **self.auth_headers(key)}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ralph.cache import ResponseCache
-from ralph.keys import Secret, resolve_key
+from ralph.keys import KeySource
 from ralph.observe.logs import event
 from ralph.observe.summary import EXIT_INTERRUPTED, AgentStats, RunStats, TaskStats
 from ralph.providers import HTTP_PROVIDERS, PROVIDERS
@@ -42,6 +42,7 @@ class RunOptions:
     cache_dir: Path | None = None
     concurrency: int | None = None
     seed: int | None = None
+    allow_insecure_key_file: bool = False
 
 
 class Engine:
@@ -115,7 +116,7 @@ class Engine:
         from ralph.run.task import TaskRun
 
         used = _agents_used(self.recipe)
-        keys = {name: resolve_key(self.recipe.agents[name]) for name in used}
+        keys = {name: self._keys(name) for name in used}
         self.options.out_dir.mkdir(parents=True, exist_ok=True)
         if self.options.cache_dir is not None:
             self.cache = ResponseCache(self.options.cache_dir)
@@ -142,11 +143,18 @@ class Engine:
         self.stats.wall_s = time.monotonic() - self.stats.started
         return self.stats
 
+    def _keys(self, name: str) -> KeySource:
+        """The agent's key source, read now: a missing key fails the run before any request."""
+        allow = self.options.allow_insecure_key_file
+        keys = KeySource(self.recipe.agents[name], allow_insecure_file=allow)
+        keys.get()
+        return keys
+
     def _runtime(
-        self, name: str, key: Secret | None, session: aiohttp.ClientSession | None
+        self, name: str, keys: KeySource, session: aiohttp.ClientSession | None
     ) -> AgentRuntime:
         agent = self.recipe.agents[name]
-        provider = PROVIDERS[agent.provider](agent, key, session)
+        provider = PROVIDERS[agent.provider](agent, keys, session)
         return AgentRuntime(agent, provider, self.options.concurrency)
 
     async def _watch_runtime(self) -> None:

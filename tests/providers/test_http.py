@@ -10,13 +10,14 @@ import asyncio
 import json
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from ralph.keys import Secret
+from ralph.keys import KeySource, Secret
 from ralph.providers.anthropic import AnthropicProvider
 from ralph.providers.base import AttemptError, Provider, Request, Response
 from ralph.providers.http import send
@@ -42,7 +43,7 @@ def make(
         params=freeze({"max_tokens": 20}),
     )
     cls = OpenAIProvider if kind == "openai" else AnthropicProvider
-    return cls(agent, Secret(key), session)
+    return cls(agent, KeySource(agent, initial=Secret(key)), session)
 
 
 @pytest.fixture
@@ -381,3 +382,36 @@ def test_send_returns_the_json_of_a_2xx() -> None:
     data = against_fake(scenario)
     assert data["object"] == "list"
     assert [m["id"] for m in data["data"]] == ["gpt-4o-mini", "claude-haiku-4-5"]
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_401_rereads_a_rotated_key_once(kind: str, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.touch(mode=0o600)
+    cls = OpenAIProvider if kind == "openai" else AnthropicProvider
+    stale = Secret("sk-stale-key-00000000000000")
+
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> list[Any]:
+        agent = Agent(
+            name="w",
+            provider=kind,
+            model="m",
+            base_url=server.base_url,
+            api_key_file=key_file,
+            params=freeze({}),
+        )
+        key_file.write_text(KEY)  # the secret was rotated after the run read it
+        answer = await cls(agent, KeySource(agent, initial=stale), session).complete(
+            Request(prompt="hello", model="m")
+        )
+        key_file.write_text("sk-also-wrong-0000000000000")
+        server.reset()
+        with pytest.raises(AttemptError) as refused:
+            await cls(agent, KeySource(agent, initial=stale), session).complete(
+                Request(prompt="again", model="m")
+            )
+        return [answer.text, refused.value.status, sum(server.counts.values())]
+
+    text, status, sent = against_fake(scenario)
+    assert text == "echo: hello"
+    assert (status, sent) == (401, 2), "one re-read of the key, then the 401 stands"
