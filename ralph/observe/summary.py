@@ -51,9 +51,11 @@ class TaskStats:
     cached: int = 0
     failed: int = 0
     failures: Counter[str] = field(default_factory=Counter)
+    iterations: int = 0  # loop tasks: iterations run, and how each item's loop ended
+    loop_stops: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        figures: dict[str, Any] = {
             "items": self.items,
             "done": self.done,
             "cached": self.cached,
@@ -61,6 +63,12 @@ class TaskStats:
             "not_started": self.items - self.done - self.failed if self.items else 0,
             "failures": dict(self.failures.most_common()),
         }
+        if self.iterations or self.loop_stops:
+            figures["loop"] = {
+                "iterations": self.iterations,
+                "stops": dict(self.loop_stops.most_common()),
+            }
+        return figures
 
 
 @dataclass

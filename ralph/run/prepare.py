@@ -1,4 +1,9 @@
-"""From a task and one item to what will be sent: templates compiled once, rendered per item."""
+"""From a task and one item to what will be sent: templates compiled once, rendered per item.
+
+A loop task renders again for every iteration, with `iteration`, `previous` and `history` in
+the context; its prompt file is read again each time, so a person (or the agent) may edit it
+while the loop runs.
+"""
 
 from __future__ import annotations
 
@@ -29,11 +34,27 @@ class Prepared:
     prompt: str
     system: str | None
     output: str | None
+    iteration: int | None = None
 
     def request(self, agent: Agent) -> Request:
         return Request(
             prompt=self.prompt, system=self.system, model=agent.model, params=agent.params
         )
+
+
+@dataclass(frozen=True)
+class LoopContext:
+    """What a loop iteration adds to the template context."""
+
+    iteration: int
+    previous: str = ""
+    history: tuple[str, ...] = ()
+
+    def variables(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "previous": self.previous, "history": [*self.history]}
+
+
+FIRST_ITERATION = LoopContext(1)
 
 
 class Preparer:
@@ -43,14 +64,19 @@ class Preparer:
         self.task = task
         self.max_prompt_chars = recipe.limits.max_prompt_chars
         self._base = {"vars": thaw(recipe.vars), "task": task.name, "outputs": outputs}
-        prompt = task.prompt if task.prompt is not None else _read(task)
-        self._prompt = compile_template(prompt)
+        self._prompt_source = task.prompt if task.prompt is not None else _read(task)
+        self._prompt = compile_template(self._prompt_source)
         self._system = compile_template(task.system) if task.system is not None else None
         self._output = compile_template(task.output) if task.output is not None else None
 
-    def prepare(self, index: int, item: Any) -> Prepared:
+    def prepare(self, index: int, item: Any, loop: LoopContext | None = None) -> Prepared:
+        """The item rendered; a loop task without `loop` renders as its first iteration."""
         context = {**self._base, "item": item}
-        prompt = self._render(self._prompt, context, "prompt")
+        if self.task.loop is not None:
+            loop = loop or FIRST_ITERATION
+            context.update(loop.variables())
+        template = self._prompt_template() if loop is not None else self._prompt
+        prompt = self._render(template, context, "prompt")
         system = self._render(self._system, context, "system") if self._system else None
         output = self._render(self._output, context, "output") if self._output else None
         try:
@@ -62,7 +88,31 @@ class Preparer:
                 f"prompt has {len(prompt)} characters, more than limits.max_prompt_chars "
                 f"{self.max_prompt_chars}"
             )
-        return Prepared(index, item_key(item, index), item, prompt, system, output)
+        iteration = loop.iteration if loop is not None else None
+        return Prepared(index, item_key(item, index), item, prompt, system, output, iteration)
+
+    def _prompt_template(self) -> Template:
+        """The prompt file as it is now, compiled again only when its text changed."""
+        from jinja2 import TemplateError
+
+        if self.task.prompt_file is None:
+            return self._prompt
+        try:
+            source = _read(self.task)
+        except OSError as exc:
+            raise ItemRejected(
+                f"task '{self.task.name}' prompt_file {self.task.prompt_file}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        if source != self._prompt_source:
+            try:
+                self._prompt = compile_template(source)
+            except TemplateError as exc:
+                line = getattr(exc, "lineno", None)
+                where = f" line {line}" if line else ""
+                raise ItemRejected(f"task '{self.task.name}' prompt_file{where}: {exc}") from None
+            self._prompt_source = source
+        return self._prompt
 
     def _render(self, template: Template, context: dict[str, Any], field: str) -> str:
         from jinja2 import TemplateError

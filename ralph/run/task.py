@@ -2,6 +2,8 @@
 
 Workers never outnumber the agents' concurrency, so memory stays flat for a million items.
 Finished items go to a TaskWriter (writer.py), which caches and writes them in batches.
+A task with `loop:` hands each item to its loop (loop.py), which asks through the same
+attempt path (`ask`): retries, fallback and the run's budget, without the response cache.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ralph.observe.logs import event
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
 from ralph.recipe.model import Task
 from ralph.run.agents import AgentRuntime
+from ralph.run.loop import LoopTask
 from ralph.run.outputs import OutputPathError, safe_output_path
 from ralph.run.prepare import ItemRejected, Prepared, Preparer
 from ralph.run.retry import backoff_s, is_retryable
@@ -47,10 +50,14 @@ class TaskRun:
         self.items: Iterator[tuple[int, Any]] = enumerate(
             iter_items(task.items) if task.items is not None else iter([None])
         )
-        self.use_cache = engine.cache is not None and task.cache.enabled
+        # a loop must really call its agent each iteration, so it never reads the cache
+        self.use_cache = engine.cache is not None and task.cache.enabled and task.loop is None
+        self.loops = LoopTask(self, task.loop) if task.loop is not None else None
         self.writer = TaskWriter(
             engine.options.out_dir,
-            engine.options.out_dir / f"{task.name}.jsonl" if task.output is None else None,
+            engine.options.out_dir / f"{task.name}.jsonl"
+            if task.output is None and task.loop is None
+            else None,
             engine.cache if self.use_cache else None,
             task.cache.ttl_s,
             engine.keeps_answers,
@@ -70,6 +77,8 @@ class TaskRun:
             self.engine.workers.difference_update(workers)
             flusher.cancel()
             self.writer.close()
+            if self.loops is not None:
+                self.loops.close()
             self._publish_answers()
         for result in results:
             if isinstance(result, Exception):
@@ -85,17 +94,39 @@ class TaskRun:
             await self._process(index, item)
 
     async def _process(self, index: int, item: Any) -> None:
+        if self.loops is not None:
+            await self.loops.process(index, item)
+            return
         try:
             prepared = self.preparer.prepare(index, item)
             if prepared.output is not None:
                 safe_output_path(self.engine.options.out_dir, prepared.output)
         except (ItemRejected, OutputPathError) as exc:
-            self._fail(index, item, str(exc))
+            self.fail(index, item, str(exc))
             return
         requests = [(rt, prepared.request(rt.agent)) for rt in self.chain]
         keys = [cache_key(rt.agent, req) if self.use_cache else None for rt, req in requests]
         if self._from_cache(prepared, requests, keys):
             return
+        outcome = await self.ask(prepared, requests, keys)
+        if isinstance(outcome, tuple):
+            rt, text, response = outcome
+            key = keys[self.chain.index(rt)]
+            self.succeed(Done(prepared, rt.agent.name, text, response, key, False))
+        elif isinstance(outcome, str):
+            self.fail(index, item, outcome)
+        else:
+            self.not_started(index)
+
+    async def ask(
+        self,
+        prepared: Prepared,
+        requests: list[tuple[AgentRuntime, Request]] | None = None,
+        keys: list[str | None] | None = None,
+    ) -> tuple[AgentRuntime, str, Response] | str | _Stopped:
+        """The agent's answer (falling back along the chain), why none came, or STOPPED."""
+        requests = requests or [(rt, prepared.request(rt.agent)) for rt in self.chain]
+        keys = keys or [None] * len(requests)
         reason = "no agent available"
         for (rt, request), key in zip(requests, keys, strict=True):
             if rt.exhausted is not None:
@@ -103,13 +134,11 @@ class TaskRun:
                 continue
             outcome = await self._attempts(rt, request, prepared, key)
             if isinstance(outcome, tuple):
-                self._succeed(Done(prepared, rt.agent.name, outcome[0], outcome[1], key, False))
-                return
+                return rt, *outcome
             if outcome is STOPPED:
-                self._not_started(index)
-                return
+                return STOPPED
             reason = str(outcome)
-        self._fail(index, item, reason)
+        return reason
 
     def _from_cache(
         self,
@@ -137,7 +166,7 @@ class TaskRun:
                 cache="hit",
                 cache_key=key[:12] if key else None,
             )
-            self._succeed(Done(prepared, rt.agent.name, text, hit[0], key, True))
+            self.succeed(Done(prepared, rt.agent.name, text, hit[0], key, True))
             return True
         return False
 
@@ -249,19 +278,20 @@ class TaskRun:
             cost_usd=round(cost, 8),
             cache="miss" if key else "off",
             cache_key=key[:12] if key else None,
+            iteration=prepared.iteration,
             prompt_chars=len(prepared.prompt),
             prompt_sha=self.engine.prompt_hash(prepared.prompt),
             error=str(error) if error else None,
         )
 
-    def _succeed(self, done: Done) -> None:
+    def succeed(self, done: Done) -> None:
         self.stats.done += 1
         if done.cached:
             self.stats.cached += 1
         self.engine.progress_advance(self.task.name, "cached" if done.cached else "done")
         self.writer.add(done)
 
-    def _fail(self, index: int, item: Any, reason: str) -> None:
+    def fail(self, index: int, item: Any, reason: str) -> None:
         self.stats.failed += 1
         self.stats.failures[reason] += 1
         self.engine.progress_advance(self.task.name, "failed")
@@ -269,7 +299,7 @@ class TaskRun:
         event(self.log, logging.ERROR, "item_failed", task=self.task.name, item=key, error=reason)
         self.writer.add(Failed(index, item, reason))
 
-    def _not_started(self, index: int) -> None:
+    def not_started(self, index: int) -> None:
         self.stats.items -= 1
         self.writer.add(Skipped(index))
 

@@ -1,0 +1,192 @@
+"""Where a loop resumes from: its state file in the out dir, and git commits of its workdir.
+
+The state file (`<loop dir>/state.json`) is rewritten atomically after every iteration, so a
+`ralph apply` after Ctrl-C or kill -9 goes on at the next iteration with the same `previous`,
+`history`, spending and last checkpoint; a loop that finished `done` is not run again.
+
+Git checkpoints are careful with a repository that is not ralph's:
+- nothing happens unless the agent's workdir is inside a git work tree;
+- only paths under the workdir are added and committed (`git add -A -- .`, `git commit -- .`),
+  as author and committer `ralph <ralph@localhost>`, without hooks or signing, never pushed;
+- a rollback happens only while HEAD is still the commit ralph made last; it stashes what
+  changed under the workdir since (`git stash push -u`, message `ralph: ... rollback`), so the
+  failed work is put aside, not destroyed, and no commit is rewritten or reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ralph.providers.command import _kill_group
+from ralph.run.outputs import write_atomic
+from ralph.run.prepare import LoopContext
+
+STATE_VERSION = 1
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_GIT_TIMEOUT_S = 120.0
+_IDENTITY = (
+    "-c",
+    "user.name=ralph",
+    "-c",
+    "user.email=ralph@localhost",
+    "-c",
+    "commit.gpgsign=false",
+)
+
+
+@dataclass
+class LoopState:
+    """Everything a loop needs to go on where it stopped."""
+
+    iteration: int = 0
+    answers: list[str] = field(default_factory=list)  # the last few, each cut to previous_size
+    consecutive_failures: int = 0
+    checkpoint: str | None = None  # the last commit ralph made in the workdir's repository
+    stop: str | None = None  # why it ended; None while it runs (or when it was cut off)
+    reason: str | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+    elapsed_s: float = 0.0
+    agent: str | None = None  # the agent of the final answer
+    output: str | None = None  # the rendered output path of the final iteration
+    answer: str | None = None  # the final answer, kept once the loop is done
+
+    @classmethod
+    def load(cls, path: Path) -> LoopState:
+        """The saved state, or a fresh one when there is none (or it is not ours)."""
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return cls()
+        if not isinstance(data, dict) or data.pop("version", None) != STATE_VERSION:
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        try:
+            return cls(**known)
+        except TypeError:
+            return cls()
+
+    def save(self, path: Path) -> None:
+        data: dict[str, Any] = {"version": STATE_VERSION, **asdict(self)}
+        write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+
+    def context(self, iteration: int, history: int) -> LoopContext:
+        """The template variables of `iteration`: `previous` and the last `history` answers."""
+        answers = self.answers
+        return LoopContext(
+            iteration, answers[-1] if answers else "", tuple(answers[-history:] if history else ())
+        )
+
+    def remember(self, answer: str, keep: int, limit_bytes: int) -> None:
+        """Keep the end of `answer` (at most `limit_bytes`) among the last `keep` answers."""
+        self.answers = [*self.answers, tail(answer, limit_bytes)][-max(1, keep) :]
+
+
+def tail(text: str, limit: int) -> str:
+    """The end of `text`, at most `limit` bytes of UTF-8, never splitting a character."""
+    data = text.encode()
+    return text if len(data) <= limit else data[-limit:].decode("utf-8", "ignore")
+
+
+def loop_folder(out_dir: Path, task: str, key: str | None) -> Path:
+    """`<out>/<task>`, or `<out>/<task>/<item key>` for a task with for_each; a key that is no
+    safe folder name is made one, with a hash of the key so two keys never share a folder."""
+    if key is None:
+        return out_dir / task
+    safe = _UNSAFE.sub("_", key).strip(".")[:80]
+    if safe != key:
+        safe = f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}".lstrip("-")
+    return out_dir / task / safe
+
+
+@dataclass(frozen=True)
+class GitResult:
+    code: int
+    out: str
+
+
+async def git(cwd: Path, *args: str) -> GitResult:
+    """Run git without a shell and without prompts; a git that cannot start is exit 127."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "git",
+            *_IDENTITY,
+            *args,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return GitResult(127, str(exc))
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), _GIT_TIMEOUT_S)
+    except BaseException:
+        await _kill_group(process)
+        raise
+    return GitResult(process.returncode or 0, out.decode("utf-8", "replace").strip())
+
+
+class Checkpoints:
+    """Commits of one workdir; one lock per repository keeps concurrent loops out of each
+    other's index."""
+
+    def __init__(self, workdir: Path, lock: asyncio.Lock) -> None:
+        self.workdir = workdir
+        self.lock = lock
+
+    @staticmethod
+    async def repository(workdir: Path) -> Path | None:
+        """The top of the git work tree holding `workdir`, or None when there is none."""
+        if not workdir.is_dir():
+            return None
+        found = await git(workdir, "rev-parse", "--is-inside-work-tree", "--show-toplevel")
+        lines = found.out.splitlines()
+        if found.code != 0 or len(lines) != 2 or lines[0] != "true":
+            return None
+        return Path(lines[1])
+
+    async def commit(self, message: str) -> tuple[str | None, str]:
+        """Commit every change under the workdir: the new commit, or None and why not."""
+        async with self.lock:
+            added = await git(self.workdir, "add", "-A", "--", ".")
+            if added.code != 0:
+                return None, f"git add failed: {added.out}"
+            staged = await git(self.workdir, "diff", "--cached", "--quiet", "--", ".")
+            if staged.code == 0:
+                return None, "nothing changed"
+            committed = await git(
+                self.workdir, "commit", "--no-verify", "-q", "-m", message, "--", "."
+            )
+            if committed.code != 0:
+                return None, f"git commit failed: {committed.out}"
+            return await self.head(), "committed"
+
+    async def head(self) -> str | None:
+        found = await git(self.workdir, "rev-parse", "--verify", "-q", "HEAD")
+        return found.out if found.code == 0 and found.out else None
+
+    async def rollback(self, checkpoint: str | None, message: str) -> str:
+        """Put aside what changed since `checkpoint`, if HEAD is still there; says what it did."""
+        if checkpoint is None:
+            return "skipped: ralph has made no checkpoint to roll back to"
+        async with self.lock:
+            head = await self.head()
+            if head != checkpoint:
+                return f"skipped: HEAD is {(head or 'unborn')[:12]}, not ralph's {checkpoint[:12]}"
+            stashed = await git(
+                self.workdir, "stash", "push", "--include-untracked", "-m", message, "--", "."
+            )
+            if stashed.code != 0:
+                return f"failed: git stash: {stashed.out}"
+            return f"rolled back to {checkpoint[:12]} (changes kept in `git stash list`)"
