@@ -6,13 +6,14 @@ prompt, and an agent that repeats or quotes its prompt would "say" it without me
 1. The marker must occur as a whole word: no letter, digit or `_` right before or after it
    (`LOOP_COMPLETE` does not match `LOOP_COMPLETED` or `NOT_LOOP_COMPLETE`). Case counts.
 2. An occurrence is ignored when it is an echo of the prompt: when some stretch of the answer
-   around it, holding at least two words besides the marker, also occurs in the prompt (or the
-   system prompt). The stretches tried are the marker with the three words before it, the
-   marker with the three words after it (both within its line), its whole line, and its line
-   together with the non-blank line before or after it. Both texts are compared normalized:
-   case folded, whitespace collapsed, quote and emphasis characters and leading `>`, `#`, `-`,
-   `*`, `1.` decorations dropped, so a quoted (`> ...`) or re-wrapped copy of the prompt is
-   still recognised as one.
+   around it, holding at least two words besides the marker, also occurs in the prompt or the
+   system prompt as rendered without `previous` and `history` (an answer that repeats an
+   earlier answer is no echo). The stretches tried are the marker with the three words before
+   it, the marker with the three words after it (both within its line), its whole line, and
+   its line together with the non-blank line before or after it. Both texts are compared
+   normalized: case folded, whitespace collapsed, quote and emphasis characters and leading
+   `>`, `#`, `-`, `*`, `1.` decorations dropped, so a quoted (`> ...`) or re-wrapped copy of
+   the prompt is still recognised as one.
 3. The loop is done when at least one occurrence is not an echo.
 
 So `LOOP_COMPLETE` on a line of its own counts, unless the answer copies the prompt's lines

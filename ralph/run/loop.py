@@ -11,10 +11,13 @@ Stops: done · max_iterations · max_runtime · max_tokens · max_cost_usd (loop
 between iterations, so one iteration may run over; spending and runtime add up across resumed
 runs) · max_consecutive_failures (an iteration fails when the agent fails after its retries) ·
 stalled (the last `stall.window` answers all at least `stall.similarity` alike) · error (a
-template or output path failed). Anything but done is a failed item. A run limit or Ctrl-C
-leaves the loop resumable: the next `ralph apply` goes on at the next iteration; a loop that
-ended `done` is not run again, and one that ended otherwise goes on with fresh chances for
-failures (its other limits still count what was spent).
+template or output path failed). Anything but done is a failed item.
+
+Resuming: a run limit, Ctrl-C or kill -9 leaves the loop where its state file says; the next
+`ralph apply` goes on at the next iteration with everything counted so far. A loop that ended
+`done` is not run again. One that ended otherwise goes on from its state too: at a limit it
+stops again at once unless the recipe raised that limit; after max_consecutive_failures it
+gets fresh chances.
 """
 
 from __future__ import annotations
@@ -190,6 +193,8 @@ class ItemLoop:
             similarity=None if likeness is None else round(likeness, 3),
         )
         if verdict.met:  # before any limit: done on the last allowed iteration is done
+            # saved with this iteration, so a kill before the end cannot lose the verdict
+            state.stop, state.answer = DONE, text
             return DONE
         if likeness is not None:
             return "stalled"
@@ -200,7 +205,9 @@ class ItemLoop:
 
     async def _judge(self, prepared: Prepared, text: str) -> tuple[Verdict, float | None]:
         """Whether `until` holds, and else how alike the last answers are if they stalled."""
-        reference = f"{prepared.system}\n{prepared.prompt}" if prepared.system else prepared.prompt
+        reference = self.task_run.preparer.instructions(self.item, self.state.iteration) or (
+            f"{prepared.system}\n{prepared.prompt}" if prepared.system else prepared.prompt
+        )
         verdict = await evaluate(self.loop.until, text, reference, self.shared.workdir)
         if verdict.met:
             return verdict, None

@@ -91,6 +91,18 @@ class Preparer:
         iteration = loop.iteration if loop is not None else None
         return Prepared(index, item_key(item, index), item, prompt, system, output, iteration)
 
+    def instructions(self, item: Any, iteration: int) -> str:
+        """System and prompt of `iteration` rendered without the earlier answers (empty when
+        they cannot be): the text a marker must not merely repeat. An answer that says what
+        the previous one said is no echo of the prompt."""
+        context = {**self._base, "item": item, **LoopContext(iteration).variables()}
+        try:
+            prompt = self._render(self._prompt, context, "prompt")
+            system = self._render(self._system, context, "system") if self._system else None
+        except ItemRejected:
+            return ""
+        return f"{system}\n{prompt}" if system else prompt
+
     def _prompt_template(self) -> Template:
         """The prompt file as it is now, compiled again only when its text changed."""
         from jinja2 import TemplateError

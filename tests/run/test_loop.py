@@ -139,6 +139,21 @@ def test_all_needs_the_marker_and_the_tests(ralph: Ralph, tmp_path: Path) -> Non
     assert_stopped(case, case.apply(ralph), "done", 3)
 
 
+def test_repeating_the_previous_answer_is_no_echo(ralph: Ralph, tmp_path: Path) -> None:
+    """`previous` puts the last answer in the prompt; saying the same again still counts."""
+    prompt = (
+        "This is iteration {{ iteration }}. Last time you said:\n{{ previous }}\n"
+        "When everything is done, print LOOP_COMPLETE on a line of its own.\n"
+    )
+    said = "Fixed the parser.\nLOOP_COMPLETE"
+    plan = {"1": {"say": said}, "2": {"say": said, "write": {"ok": "1"}}}
+    check = f"{{command: [{sys.executable}, {EXISTS}, ok]}}"
+    loop = f"{{until: {{all: [LOOP_COMPLETE, {check}]}}}}"
+    case = loop_case(tmp_path, plan, loop, prompt=prompt)
+    assert_stopped(case, case.apply(ralph), "done", 2)
+    assert said in (case.iterations() / "0002.prompt.md").read_text()
+
+
 def test_all_runs_no_check_before_the_agent_says_done(ralph: Ralph, tmp_path: Path) -> None:
     plan = {"2": {"say": "LOOP_COMPLETE"}}
     check = f"{{command: [{sys.executable}, {EXISTS}, missing]}}"
