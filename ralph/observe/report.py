@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
+
+from ralph.render.tables import table
 
 
 def render_summary(summary: dict[str, Any], *, timings: bool = True) -> str:
@@ -13,10 +14,11 @@ def render_summary(summary: dict[str, Any], *, timings: bool = True) -> str:
         overrides = ", ".join(summary["overrides"]) or "-"
         lines.append(f"profile: {summary['profile'] or '-'}  overrides: {overrides}")
     task_rows = [
-        [name, t["items"], t["done"], t["cached"], t["failed"]]
+        [name, t["items"], t["done"], t["cached"], t["failed"], t["not_started"]]
         for name, t in summary["tasks"].items()
     ]
-    lines += ["", *_table(["task", "items", "done", "cached", "failed"], task_rows)]
+    head = ["task", "items", "done", "cached", "failed", "not started"]
+    lines += ["", *table(head, task_rows)]
     agent_head = [
         "agent",
         "provider",
@@ -46,8 +48,8 @@ def render_summary(summary: dict[str, Any], *, timings: bool = True) -> str:
             row += [_ms(a["latency_ms"][k]) for k in ("p50", "p95", "max")]
         agent_rows.append(row)
     if agent_rows:
-        lines += ["", *_table(agent_head, agent_rows)]
-    lines += _retries(summary) + _failures(summary)
+        lines += ["", *table(agent_head, agent_rows)]
+    lines += _loops(summary) + _retries(summary) + _failures(summary)
     totals = summary["totals"]
     tokens = totals["input_tokens"] + totals["output_tokens"]
     tail = (
@@ -59,6 +61,16 @@ def render_summary(summary: dict[str, Any], *, timings: bool = True) -> str:
     if timings:
         lines.append(f"wall time: {summary['wall_s']:.2f}s")
     return "\n".join(lines)
+
+
+def _loops(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, task in summary["tasks"].items():
+        loop = task.get("loop")
+        if loop is not None:
+            stops = ", ".join(f"{stop} {n}" for stop, n in loop["stops"].items()) or "-"
+            lines.append(f"  {name}: {loop['iterations']} iterations; loops ended by: {stops}")
+    return ["", "loops:", *lines] if lines else []
 
 
 def _retries(summary: dict[str, Any]) -> list[str]:
@@ -81,15 +93,3 @@ def _failures(summary: dict[str, Any]) -> list[str]:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    cells = [[str(c) for c in row] for row in [head, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
-    return [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in cells
-    ]

@@ -18,7 +18,7 @@ class AgentStats:
     requests: int = 0
     cache_hits: int = 0
     retries: Counter[str] = field(default_factory=Counter)
-    failures: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)  # attempts by outcome: ok, 5xx, ...
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -32,7 +32,7 @@ class AgentStats:
             "requests": self.requests,
             "cache_hits": self.cache_hits,
             "retries": dict(sorted(self.retries.items())),
-            "failures": self.failures,
+            "statuses": dict(sorted(self.statuses.items())),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 6),
@@ -46,10 +46,11 @@ class AgentStats:
 
 @dataclass
 class TaskStats:
-    items: int = 0
+    items: int = 0  # seen in the item stream, including those a stop kept from starting
     done: int = 0
     cached: int = 0
     failed: int = 0
+    not_started: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     iterations: int = 0  # loop tasks: iterations run, and how each item's loop ended
     loop_stops: Counter[str] = field(default_factory=Counter)
@@ -60,7 +61,8 @@ class TaskStats:
             "done": self.done,
             "cached": self.cached,
             "failed": self.failed,
-            "not_started": self.items - self.done - self.failed if self.items else 0,
+            "not_started": self.not_started,
+            "pending": self.items - self.done - self.failed - self.not_started,
             "failures": dict(self.failures.most_common()),
         }
         if self.iterations or self.loop_stops:

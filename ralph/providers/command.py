@@ -39,12 +39,12 @@ class CommandProvider:
         try:
             out, err = await asyncio.wait_for(process.communicate(stdin), self.agent.timeout_s)
         except TimeoutError:
-            await _kill_group(process)
+            await kill_group(process)
             raise AttemptError(
                 "timeout", f"command did not finish within {self.agent.timeout_s:g}s"
             ) from None
         except BaseException:
-            await _kill_group(process)
+            await kill_group(process)
             raise
         finally:
             _RUNNING.discard(process.pid)
@@ -97,7 +97,7 @@ class CommandProvider:
         return None if code == 0 else f"probe '{' '.join(probe)}' exited with {code}"
 
 
-async def _kill_group(process: asyncio.subprocess.Process) -> None:
+async def kill_group(process: asyncio.subprocess.Process) -> None:
     """SIGTERM the child's whole group, then SIGKILL whatever is still there after a grace."""
     if process.returncode is not None:
         return

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ralph.providers.command import _kill_group
+from ralph.providers.command import kill_group
 from ralph.run.outputs import write_atomic
 from ralph.run.prepare import LoopContext
 
@@ -132,7 +132,7 @@ async def git(cwd: Path, *args: str) -> GitResult:
     try:
         out, _ = await asyncio.wait_for(process.communicate(), _GIT_TIMEOUT_S)
     except BaseException:
-        await _kill_group(process)
+        await kill_group(process)
         raise
     return GitResult(process.returncode or 0, out.decode("utf-8", "replace").strip())
 

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ralph.providers.command import _kill_group
+from ralph.providers.command import kill_group
 from ralph.recipe.model import (
     AllOf,
     AnyOf,
@@ -186,10 +186,10 @@ async def run_command(condition: CommandCondition, workdir: Path) -> Verdict:
     try:
         out, _ = await asyncio.wait_for(process.communicate(), condition.timeout_s)
     except TimeoutError:
-        await _kill_group(process)
+        await kill_group(process)
         return Verdict(False, f"`{shown}` did not finish within {condition.timeout_s:g}s")
     except BaseException:
-        await _kill_group(process)
+        await kill_group(process)
         raise
     tail = out.decode("utf-8", "replace").strip()[-_TAIL_CHARS:]
     why = f"`{shown}` exited with {process.returncode}"

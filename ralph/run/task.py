@@ -9,6 +9,7 @@ attempt path (`ask`): retries, fallback and the run's budget, without the respon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -73,6 +74,8 @@ class TaskRun:
         flusher = asyncio.create_task(self._flush_periodically())
         try:
             results = await asyncio.gather(*workers, return_exceptions=True)
+            if self.engine.stats.stopped_by is not None:
+                self._count_the_rest()
         finally:
             self.engine.workers.difference_update(workers)
             flusher.cancel()
@@ -83,6 +86,17 @@ class TaskRun:
         for result in results:
             if isinstance(result, Exception):
                 raise result
+
+    def _count_the_rest(self) -> None:
+        """After a limit stop, how many items never started, so the summary says what is left."""
+        from ralph.errors import ItemsError
+
+        rest = 0
+        with contextlib.suppress(ItemsError):
+            for _ in self.items:
+                rest += 1
+        self.stats.items += rest
+        self.stats.not_started += rest
 
     async def _worker(self) -> None:
         while not self.engine.stopping:
@@ -253,6 +267,7 @@ class TaskRun:
         latency_ms = (time.perf_counter() - started) * 1000
         stats = self.engine.agent_stats(rt)
         stats.requests += 1
+        stats.statuses[error.kind if error else "ok"] += 1
         stats.latencies_ms.append(latency_ms)
         tokens_in = response.input_tokens if response else 0
         tokens_out = response.output_tokens if response else 0
@@ -300,7 +315,7 @@ class TaskRun:
         self.writer.add(Failed(index, item, reason))
 
     def not_started(self, index: int) -> None:
-        self.stats.items -= 1
+        self.stats.not_started += 1
         self.writer.add(Skipped(index))
 
     async def _flush_periodically(self) -> None:

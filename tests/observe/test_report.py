@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,28 @@ def test_timings_are_shown_by_default_and_only_then(
     without = render_summary(summary, timings=False)
     assert "p50 ms" in with_timings and "wall time: " in with_timings
     assert "p50 ms" not in without and "wall time" not in without
+
+
+def test_loop_tasks_say_how_their_loops_ended(
+    ralph: Callable[..., Result], tmp_path: Path, snapshot: SnapshotAssertion
+) -> None:
+    (tmp_path / "agent.py").write_text(
+        "import sys\nsys.stdin.read()\nprint('all good LOOP_DONE')\n"
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: loop-report
+        agents:
+          coder: {{provider: command, command: [{sys.executable}, agent.py]}}
+        tasks:
+          - name: build
+            agent: coder
+            prompt: Work until the job is finished.
+            loop: {{until: LOOP_DONE, max_iterations: 3}}
+        """,
+    )
+    summary = run(ralph, recipe, tmp_path, "--skip-health")
+    assert summary["tasks"]["build"]["loop"] == {"iterations": 1, "stops": {"done": 1}}
+    assert render_summary(summary, timings=False) == snapshot
