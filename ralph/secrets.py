@@ -1,18 +1,22 @@
-"""Recognising secrets so that none is accepted in a recipe or echoed in a message."""
+"""Recognising secrets so that none is accepted in a recipe, echoed in a message, or kept in an
+answer that goes through the `redact_secrets` filter."""
 
 from __future__ import annotations
 
 import re
 
-_SECRET = re.compile(
-    r"\b(?:"
-    r"sk-ant-[A-Za-z0-9_\-]{8,}"  # Anthropic
-    r"|sk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{16,}"  # OpenAI and compatible servers
-    r"|AKIA[0-9A-Z]{16}"  # AWS access key id
-    r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub tokens
-    r"|xox[abprs]-[A-Za-z0-9\-]{10,}"  # Slack tokens
-    r")"
-)
+_KINDS = {
+    "anthropic": r"\bsk-ant-[A-Za-z0-9_\-]{8,}",
+    "openai": r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{16,}",
+    "aws": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+    "github": r"\bgh[pousr]_[A-Za-z0-9]{20,}",
+    "slack": r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
+    "google": r"\bAIza[0-9A-Za-z_\-]{35}",
+    "private_key": r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    "bearer": r"(?i:\bbearer)\s+[A-Za-z0-9._~+/\-]{16,}=*",
+    "url_password": r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",
+}
+_SECRET = re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _KINDS.items()))
 
 SECRET_FIELD_NAMES = frozenset({"api_key", "apikey", "api-key", "x-api-key", "authorization"})
 
@@ -29,6 +33,19 @@ def looks_like_secret(text: str) -> bool:
     return _SECRET.search(text) is not None
 
 
+def count_secrets(text: str) -> int:
+    return sum(1 for _ in _SECRET.finditer(text))
+
+
 def redact(text: str) -> str:
-    """Replace anything shaped like a key; used on every message shown to a user."""
-    return _SECRET.sub("[REDACTED]", text)
+    """Each secret replaced by `[REDACTED:<kind>]`; used on every message shown to a user."""
+    return _SECRET.sub(_replacement, text)
+
+
+def _replacement(match: re.Match[str]) -> str:
+    kind = match.lastgroup or "secret"
+    if kind == "bearer":
+        return f"{match.group(0).split()[0]} [REDACTED:bearer]"
+    if kind == "url_password":
+        return f"{match.group(0).split(':', 1)[0]}:[REDACTED:url_password]"
+    return f"[REDACTED:{kind}]"

@@ -82,7 +82,7 @@ def test_redact_secrets() -> None:
     answer = "use sk-proj-abcdefghijklmnopqrstuvwx and AKIAABCDEFGHIJKLMNOP, not 'sk-'"
     redacted = out(answer, f("redact_secrets"))
     assert "abcdefghijklmnop" not in redacted and "AKIA" not in redacted
-    assert redacted.count("[REDACTED]") == 2
+    assert redacted == "use [REDACTED:openai] and [REDACTED:aws], not 'sk-'"
     assert redacted.endswith("not 'sk-'")
 
 
@@ -173,7 +173,7 @@ def test_json_schema_rejects_a_mismatch_as_invalid_response(answer: str, problem
 
 def test_output_filters_run_in_order() -> None:
     answer = "  ```\nkey sk-proj-abcdefghijklmnopqrstuvwx\n```  "
-    assert out(answer, f("strip", "all"), f("redact_secrets")) == "key [REDACTED]"
+    assert out(answer, f("strip", "all"), f("redact_secrets")) == "key [REDACTED:openai]"
 
 
 def test_every_recipe_filter_name_is_registered() -> None:
@@ -227,3 +227,30 @@ def test_a_recipe_json_schema_filter_retries_and_then_fails_the_item(
     assert "'tags' is a required property" in records[0]["error"]
     assert records[1]["status"] == "done"
     assert json.loads(records[1]["answer"]) == {"title": "t", "tags": []}
+
+
+@pytest.mark.parametrize(
+    ("secret", "shown"),
+    [
+        ("sk-ant-api03-abcdefghijklmnop", "[REDACTED:anthropic]"),
+        ("sk-proj-abcdefghijklmnopqrstuv", "[REDACTED:openai]"),
+        ("AKIAABCDEFGHIJKLMNOP", "[REDACTED:aws]"),
+        ("ghp_abcdefghijklmnopqrstuvwxyz12", "[REDACTED:github]"),
+        ("xoxb-1234567890-abcdefghij", "[REDACTED:slack]"),
+        ("AIzaSyA1234567890abcdefghijklmnopqrstuv", "[REDACTED:google]"),
+        (
+            "Authorization: Bearer abcdefghijklmnopqrstuvwx.yz",
+            "Authorization: Bearer [REDACTED:bearer]",
+        ),
+        (
+            "postgres://app:hunter2@db.internal/prod",
+            "postgres://app:[REDACTED:url_password]@db.internal/prod",
+        ),
+        (
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----",
+            "[REDACTED:private_key]",
+        ),
+    ],
+)
+def test_redact_secrets_names_each_kind(secret: str, shown: str) -> None:
+    assert out(f"see {secret} here", f("redact_secrets")) == f"see {shown} here"

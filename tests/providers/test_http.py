@@ -164,7 +164,7 @@ def test_a_key_echoed_by_the_api_is_redacted(kind: str) -> None:
     error = failure(kind, Fault("status", status=400, message=f"invalid token {KEY} in body"))
     assert error.kind == "fatal"
     assert KEY not in str(error)
-    assert str(error) == "HTTP 400: invalid token [REDACTED] in body"
+    assert str(error) == "HTTP 400: invalid token [REDACTED:openai] in body"
 
 
 @pytest.mark.parametrize("kind", PROVIDERS)

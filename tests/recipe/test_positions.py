@@ -143,4 +143,4 @@ def test_messages_are_redacted() -> None:
     found = Locator("r.yaml", tree(text), text).problem(
         ("key",), "'sk-ant-api03-abcdefghijklmnop' is wrong"
     )
-    assert found.message == "'[REDACTED]' is wrong"
+    assert found.message == "'[REDACTED:anthropic]' is wrong"
