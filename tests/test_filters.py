@@ -247,7 +247,8 @@ def test_a_recipe_json_schema_filter_retries_and_then_fails_the_item(
             "postgres://app:[REDACTED:url_password]@db.internal/prod",
         ),
         (
-            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n"
+            "-----END OPENSSH PRIVATE KEY-----",
             "[REDACTED:private_key]",
         ),
     ],
