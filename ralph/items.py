@@ -10,10 +10,13 @@ import csv
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ralph.errors import ItemsError
 from ralph.recipe.model import ItemSource
+
+if TYPE_CHECKING:
+    from ralph.shard import Shard
 
 
 def iter_items(source: ItemSource) -> Iterator[Any]:
@@ -22,6 +25,17 @@ def iter_items(source: ItemSource) -> Iterator[Any]:
     assert source.file is not None and source.format is not None
     readers = {"jsonl": _jsonl, "csv": _csv, "json": _json, "yaml": _yaml}
     return readers[source.format](source.file)
+
+
+def numbered_items(
+    source: ItemSource | None, shard: Shard | None = None
+) -> Iterator[tuple[int, Any]]:
+    """(index, item) pairs of a task: one `None` item without for_each, only the shard's items
+    with `--shard`; indexes stay those of the whole stream."""
+    numbered = enumerate(iter_items(source) if source is not None else iter([None]))
+    if shard is None:
+        return numbered
+    return ((index, item) for index, item in numbered if shard.owns(item))
 
 
 def count_items(source: ItemSource) -> int:

@@ -10,6 +10,10 @@ from ralph.errors import ConfigError
 from ralph.recipe.model import Agent
 
 
+class InsecureKeyFile(ConfigError):
+    """An api_key_file that others than its owner can read."""
+
+
 @dataclass(frozen=True)
 class Secret:
     """A key whose repr and str never reveal it, so it cannot leak through a log or a traceback."""
@@ -80,7 +84,7 @@ def _refuse_open_permissions(agent: Agent) -> None:
     except OSError:
         return  # _read_key_file says why it cannot be read
     if mode & 0o077:
-        raise ConfigError(
+        raise InsecureKeyFile(
             f"agent '{agent.name}': api_key_file {agent.api_key_file} can be read by group or "
             f"others (mode {mode & 0o777:o}); run `chmod 600` on it (for a Kubernetes secret "
             "set defaultMode: 0400), or pass --allow-insecure-key-file"

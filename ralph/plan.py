@@ -11,20 +11,23 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ralph.cache import cache_key
 from ralph.errors import RalphError
 from ralph.filters import OUTPUT_FILTERS, apply_filters
-from ralph.items import item_key, iter_items
+from ralph.items import item_key, numbered_items
 from ralph.providers.base import AttemptError, estimate_tokens
 from ralph.recipe.model import Recipe, Task
 from ralph.run.agents import DEFAULT_WORST_OUTPUT_TOKENS
 from ralph.run.outputs import OutputPathError, safe_output_path
 from ralph.run.prepare import ItemRejected, Preparer
+
+if TYPE_CHECKING:
+    from ralph.shard import Shard
 
 PLAN_KIND = "ralph-plan"
 PLAN_VERSION = 1
@@ -109,12 +112,16 @@ class Plan:
         return {"kind": PLAN_KIND, "plan_version": PLAN_VERSION, **data}
 
 
-def build_plan(recipe: Recipe, cache_dir: Path | None, show: int | None = 3) -> Plan:
+def build_plan(
+    recipe: Recipe, cache_dir: Path | None, show: int | None = 3, shard: Shard | None = None
+) -> Plan:
     """The plan for `recipe`, with `show` prompts per task (None: all) and cache hits."""
     cache = _CachePeek(cache_dir)
     try:
         outputs: dict[str, Any] = {}
-        tasks = tuple(_task_plan(recipe, task, cache, outputs, show) for task in recipe.tasks)
+        tasks = tuple(
+            _task_plan(recipe, task, cache, outputs, show, shard) for task in recipe.tasks
+        )
     finally:
         cache.close()
     return Plan(
@@ -174,7 +181,12 @@ def _sha256(path: Path) -> str:
 
 
 def _task_plan(
-    recipe: Recipe, task: Task, cache: _CachePeek, outputs: dict[str, Any], show: int | None
+    recipe: Recipe,
+    task: Task,
+    cache: _CachePeek,
+    outputs: dict[str, Any],
+    show: int | None,
+    shard: Shard | None,
 ) -> TaskPlan:
     agent = recipe.agents[task.agent]
     preparer = Preparer(recipe, task, outputs)
@@ -184,7 +196,7 @@ def _task_plan(
     errors: list[ItemError] = []
     # what later tasks will see as outputs.<task>: the cached answer, or a stand-in
     answers: dict[int | str, str] = {}
-    for index, item in _items(task):
+    for index, item in numbered_items(task.items, shard):
         key = item_key(item, index)
         slot = key if key != str(index) else index
         answers[slot] = f"<answer of {task.name} item {key}>"
@@ -239,10 +251,6 @@ def _filtered(answer: str | None, task: Task) -> str | None:
         return apply_filters(answer, task.output_filters, OUTPUT_FILTERS)
     except AttemptError:
         return None
-
-
-def _items(task: Task) -> Iterator[tuple[int, Any]]:
-    return enumerate(iter_items(task.items) if task.items is not None else iter([None]))
 
 
 def _limit_checks(recipe: Recipe, tasks: tuple[TaskPlan, ...]) -> tuple[LimitCheck, ...]:

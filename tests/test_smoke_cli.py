@@ -12,7 +12,8 @@ from tests.conftest import ROOT, Result
 def test_shipped_recipes_and_examples_validate(ralph: Callable[..., Result]) -> None:
     result = ralph("validate", str(ROOT / "recipes"), str(ROOT / "examples"))
     assert result.code == 0, result.out
-    assert result.out.strip().endswith("4 recipes checked, 0 invalid, 0 errors")
+    checked = int(result.out.strip().splitlines()[-1].split()[0])
+    assert checked >= 4 and result.out.strip().endswith("recipes checked, 0 invalid, 0 errors")
 
 
 def test_quickstart_runs_offline(ralph: Callable[..., Result], tmp_path: Path) -> None:

@@ -64,6 +64,10 @@ CacheDirOption = Annotated[
     ),
 ]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Where outputs go.")]
+ShardOption = Annotated[
+    str | None,
+    typer.Option("--shard", help="Only the items of shard K of N (e.g. 2/5), by a stable hash."),
+]
 InsecureKeyFileOption = Annotated[
     bool,
     typer.Option(

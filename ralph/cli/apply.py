@@ -16,6 +16,7 @@ from ralph.cli.app import (
     PlanFormat,
     ProfileOption,
     SetOption,
+    ShardOption,
     app,
 )
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from ralph.plan import Plan
     from ralph.recipe.model import Recipe
     from ralph.run.engine import RunOptions
+    from ralph.shard import Shard
 
 
 class LogFormat(StrEnum):
@@ -70,6 +72,13 @@ def apply(
     skip_health: Annotated[
         bool, typer.Option("--skip-health", help="Do not run the health checks first.")
     ] = False,
+    shard: ShardOption = None,
+    serve: Annotated[
+        str | None,
+        typer.Option(
+            "--serve", help="Serve /healthz, /metrics and /status on HOST:PORT while running."
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; send nothing, write nothing.")
     ] = False,
@@ -84,7 +93,7 @@ def apply(
     model = load_target(recipe, profile, sets)
     resolved_cache = None if no_cache else (cache_dir or default_cache_dir(model.path))
     if dry_run:
-        return print_plan(model, cache_dir or default_cache_dir(model.path), fmt, show)
+        return print_plan(model, cache_dir or default_cache_dir(model.path), fmt, show, shard)
     from ralph.run.engine import RunOptions
 
     options = RunOptions(
@@ -92,6 +101,8 @@ def apply(
         cache_dir=resolved_cache,
         concurrency=concurrency,
         allow_insecure_key_file=allow_insecure_key_file,
+        shard=shard_option(shard),
+        serve=parse_address(serve) if serve else None,
     )
     if not skip_health:
         from ralph.health import require_healthy
@@ -117,11 +128,13 @@ def load_target(path: Path, profile: str | None, sets: list[str] | None) -> Reci
     return model
 
 
-def print_plan(model: Recipe, cache_dir: Path, fmt: PlanFormat, show: str) -> int:
+def print_plan(
+    model: Recipe, cache_dir: Path, fmt: PlanFormat, show: str, shard: str | None
+) -> int:
     from ralph.plan import build_plan
     from ralph.render.plan import render_plan
 
-    plan = build_plan(model, cache_dir, parse_show(show))
+    plan = build_plan(model, cache_dir, parse_show(show), shard_option(shard))
     typer.echo(render_plan(plan, fmt.value))
     return plan_exit_code(plan)
 
@@ -131,6 +144,13 @@ def plan_exit_code(plan: Plan) -> int:
     if plan.errors:
         return 1
     return 4 if plan.stopped_by else 0
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise typer.BadParameter(f"expected HOST:PORT, got '{text}'", param_hint="--serve")
+    return host.strip("[]"), int(port)
 
 
 def parse_show(show: str) -> int | None:
@@ -168,7 +188,11 @@ def _run(
     finally:
         close_logging()
     summary = stats.as_dict()
-    if summary_file is not None:
+    if summary_file is not None and summary_file.suffix == ".prom":
+        from ralph.observe.metrics import prometheus
+
+        write_atomic(summary_file, prometheus(stats))
+    elif summary_file is not None:
         write_atomic(summary_file, json.dumps(summary, indent=2) + "\n")
     typer.echo(render_summary(summary))
     return stats.exit_code
@@ -178,3 +202,9 @@ def _progress() -> Any:
     from ralph.observe.progress import RichProgress
 
     return RichProgress()
+
+
+def shard_option(text: str | None) -> Shard | None:
+    from ralph.shard import parse_shard
+
+    return parse_shard(text) if text else None

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ralph.cli.app import CacheDirOption, PlanFormat, ProfileOption, SetOption, app
-from ralph.cli.apply import ShowOption, load_target, parse_show
+from ralph.cli.app import CacheDirOption, PlanFormat, ProfileOption, SetOption, ShardOption, app
+from ralph.cli.apply import ShowOption, load_target, parse_show, shard_option
 
 
 @app.command("plan")
@@ -25,6 +25,7 @@ def plan_command(
         PlanFormat.text
     ),
     show: ShowOption = "3",
+    shard: ShardOption = None,
     detailed_exitcode: Annotated[
         bool,
         typer.Option(
@@ -39,7 +40,8 @@ def plan_command(
     from ralph.run.outputs import write_atomic
 
     model = load_target(recipe, profile, sets)
-    plan = build_plan(model, cache_dir or default_cache_dir(model.path), parse_show(show))
+    chosen = shard_option(shard)
+    plan = build_plan(model, cache_dir or default_cache_dir(model.path), parse_show(show), chosen)
     if output is not None:
         write_atomic(output, json.dumps(plan.as_dict(), indent=2, ensure_ascii=False) + "\n")
     typer.echo(render_plan(plan, fmt.value))

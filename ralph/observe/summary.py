@@ -82,8 +82,17 @@ class RunStats:
     wall_s: float = 0.0
     stopped_by: str | None = None
     interrupted: bool = False
+    finished: bool = False  # every task ran (or a stop ended the run) and outputs are flushed
+    shard: str | None = None  # "K/N" when the run took one shard of the items
     tasks: dict[str, TaskStats] = field(default_factory=dict)
     agents: dict[str, AgentStats] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        """False once the run stopped on a limit or Ctrl-C, or finished with failed items."""
+        if self.interrupted or self.stopped_by is not None:
+            return False
+        return not (self.finished and self.exit_code != EXIT_OK)
 
     @property
     def exit_code(self) -> int:
@@ -101,6 +110,7 @@ class RunStats:
             "recipe": self.recipe,
             "profile": self.profile,
             "overrides": list(self.overrides),
+            "shard": self.shard,
             "status": self.status,
             "exit_code": self.exit_code,
             "stopped_by": self.stopped_by,
@@ -120,12 +130,16 @@ class RunStats:
 
     @property
     def status(self) -> str:
-        return {
-            EXIT_OK: "done",
-            EXIT_FAILED: "some items failed",
-            EXIT_LIMIT: f"stopped by limit {self.stopped_by}",
-            EXIT_INTERRUPTED: "interrupted",
-        }[self.exit_code]
+        return status_text(self.exit_code, self.stopped_by)
+
+
+def status_text(exit_code: int, stopped_by: str | None) -> str:
+    return {
+        EXIT_OK: "done",
+        EXIT_FAILED: "some items failed",
+        EXIT_LIMIT: f"stopped by limit {stopped_by}",
+        EXIT_INTERRUPTED: "interrupted",
+    }[exit_code]
 
 
 def _percentile(ordered: list[float], pct: int) -> float | None:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ralph.cache import ResponseCache
-from ralph.keys import KeySource
+from ralph.errors import ConfigError
+from ralph.keys import InsecureKeyFile, KeySource
 from ralph.observe.logs import event
 from ralph.observe.summary import EXIT_INTERRUPTED, AgentStats, RunStats, TaskStats
 from ralph.providers import HTTP_PROVIDERS, PROVIDERS
@@ -30,6 +31,8 @@ from ralph.run.limits import Budget
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from ralph.shard import Shard
 
 
 class Progress(Protocol):
@@ -43,6 +46,8 @@ class RunOptions:
     concurrency: int | None = None
     seed: int | None = None
     allow_insecure_key_file: bool = False
+    shard: Shard | None = None
+    serve: tuple[str, int] | None = None
 
 
 class Engine:
@@ -58,7 +63,10 @@ class Engine:
         self.logger = logger
         self.progress = progress
         self.stats = RunStats(
-            recipe=str(recipe.path), profile=recipe.profile, overrides=recipe.overrides
+            recipe=str(recipe.path),
+            profile=recipe.profile,
+            overrides=recipe.overrides,
+            shard=options.shard.label if options.shard is not None else None,
         )
         self.budget = Budget(recipe.limits)
         self.rng = random.Random(options.seed)
@@ -118,36 +126,46 @@ class Engine:
         used = _agents_used(self.recipe)
         keys = {name: self._keys(name) for name in used}
         self.options.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.options.cache_dir is not None:
-            self.cache = ResponseCache(self.options.cache_dir)
-        loop = asyncio.get_running_loop()
-        with _on_sigint(loop, self.interrupt):
-            session = (
-                _session(self.recipe, used, self.options) if used & _http(self.recipe) else None
-            )
-            try:
-                self.runtimes = {name: self._runtime(name, keys[name], session) for name in used}
-                deadline = asyncio.create_task(self._watch_runtime())
-                try:
-                    for task in self.recipe.tasks:
-                        if self.stopping:
-                            break
-                        await TaskRun(self, task).run()
-                finally:
-                    deadline.cancel()
-            finally:
-                if session is not None:
-                    await session.close()
-                if self.cache is not None:
-                    self.cache.close()
+        async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(_on_sigint(asyncio.get_running_loop(), self.interrupt))
+            if self.options.cache_dir is not None:
+                self.cache = ResponseCache(self.options.cache_dir)
+                stack.callback(self.cache.close)
+            session = None
+            if used & _http(self.recipe):
+                session = _session(self.recipe, used, self.options)
+                stack.push_async_callback(session.close)
+            if self.options.serve is not None:
+                await self._serve(stack, *self.options.serve)
+            self.runtimes = {name: self._runtime(name, keys[name], session) for name in used}
+            stack.callback(asyncio.create_task(self._watch_runtime()).cancel)
+            for task in self.recipe.tasks:
+                if self.stopping:
+                    break
+                await TaskRun(self, task).run()
+            self.stats.finished = True
         self.stats.wall_s = time.monotonic() - self.stats.started
         return self.stats
+
+    async def _serve(self, stack: contextlib.AsyncExitStack, host: str, port: int) -> None:
+        from ralph.observe.metrics import StatusServer
+
+        server = StatusServer(host, port, lambda: self.stats)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        url = f"http://{host}:{server.port}"
+        event(self.logger, logging.WARNING, "serving", url=url, paths="/healthz /metrics /status")
 
     def _keys(self, name: str) -> KeySource:
         """The agent's key source, read now: a missing key fails the run before any request."""
         allow = self.options.allow_insecure_key_file
         keys = KeySource(self.recipe.agents[name], allow_insecure_file=allow)
-        keys.get()
+        try:
+            keys.get()
+        except ConfigError as error:
+            kind = "key_file_insecure" if isinstance(error, InsecureKeyFile) else "key_missing"
+            event(self.logger, logging.ERROR, f"security.{kind}", agent=name, error=str(error))
+            raise
         return keys
 
     def _runtime(

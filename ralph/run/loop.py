@@ -35,7 +35,13 @@ from ralph.recipe.build import thaw
 from ralph.recipe.model import Loop
 from ralph.run.checkpoint import Checkpoints, LoopState, loop_folder
 from ralph.run.conditions import Verdict, evaluate, stalled
-from ralph.run.outputs import OrderedJsonl, OutputPathError, safe_output_path, write_atomic
+from ralph.run.outputs import (
+    OrderedJsonl,
+    OutputPathError,
+    jsonl_path,
+    safe_output_path,
+    write_atomic,
+)
 from ralph.run.prepare import ItemRejected, Prepared
 from ralph.run.writer import Done
 
@@ -56,7 +62,9 @@ class LoopTask:
         self.out_dir = engine.options.out_dir
         # loop lines carry `iterations` and `stop`, so they are written here, not by TaskWriter
         self.lines = (
-            OrderedJsonl(self.out_dir / f"{task.name}.jsonl") if task.output is None else None
+            OrderedJsonl(jsonl_path(self.out_dir, task.name, engine.options.shard))
+            if task.output is None
+            else None
         )
         self.workdir = engine.recipe.agents[task.agent].workdir or engine.recipe.base_dir
         self._git: Checkpoints | None = None

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from ralph.shard import Shard
 
 
 class OutputPathError(ValueError):
@@ -25,6 +28,12 @@ def safe_output_path(out_dir: Path, rendered: str) -> Path:
     if not target.is_relative_to(root) or target == root:
         raise OutputPathError(f"output path '{rendered}' leaves the output directory")
     return target
+
+
+def jsonl_path(out_dir: Path, task: str, shard: Shard | None) -> Path:
+    """`<out>/<task>.jsonl`; shards sharing an output folder each write their own file."""
+    suffix = f".shard-{shard.index}-of-{shard.count}" if shard is not None else ""
+    return out_dir / f"{task}{suffix}.jsonl"
 
 
 def write_atomic(path: Path, text: str) -> None:

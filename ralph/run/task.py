@@ -12,18 +12,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ralph.cache import cache_key
 from ralph.filters import OUTPUT_FILTERS, apply_filters
-from ralph.items import item_key, iter_items
+from ralph.items import item_key, numbered_items
 from ralph.observe.logs import event
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
 from ralph.recipe.model import Task
 from ralph.run.agents import AgentRuntime
 from ralph.run.loop import LoopTask
-from ralph.run.outputs import OutputPathError, safe_output_path
+from ralph.run.outputs import OutputPathError, jsonl_path, safe_output_path
 from ralph.run.prepare import ItemRejected, Prepared, Preparer
 from ralph.run.retry import backoff_s, is_retryable
 from ralph.run.writer import Done, Failed, Skipped, TaskWriter
@@ -48,15 +47,13 @@ class TaskRun:
         self.stats = engine.stats.tasks.setdefault(task.name, engine.new_task_stats())
         self.preparer = Preparer(engine.recipe, task, engine.outputs)
         self.chain = engine.chain(task.agent)
-        self.items: Iterator[tuple[int, Any]] = enumerate(
-            iter_items(task.items) if task.items is not None else iter([None])
-        )
+        self.items = numbered_items(task.items, engine.options.shard)
         # a loop must really call its agent each iteration, so it never reads the cache
         self.use_cache = engine.cache is not None and task.cache.enabled and task.loop is None
         self.loops = LoopTask(self, task.loop) if task.loop is not None else None
         self.writer = TaskWriter(
             engine.options.out_dir,
-            engine.options.out_dir / f"{task.name}.jsonl"
+            jsonl_path(engine.options.out_dir, task.name, engine.options.shard)
             if task.output is None and task.loop is None
             else None,
             engine.cache if self.use_cache else None,

@@ -1,0 +1,114 @@
+"""`ralph summary merge`: the summaries of shards of one run joined into the run's summary.
+
+Counts add up exactly, so a merged summary equals a single machine's figures. Latency
+percentiles cannot be merged from percentiles: the merge keeps the maximum and leaves p50/p95
+empty rather than invent them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ralph.errors import RalphError
+from ralph.observe.summary import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LIMIT, EXIT_OK, status_text
+
+_TASK_COUNTS = ("items", "done", "cached", "failed", "not_started", "pending")
+_AGENT_COUNTS = ("requests", "cache_hits", "input_tokens", "output_tokens")
+
+
+class MergeError(RalphError):
+    """Summaries that cannot be joined (not summaries, or of different recipes)."""
+
+
+def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    if not summaries:
+        raise MergeError("nothing to merge: name the shard summaries (run.json files)")
+    recipes = {_name(s) for s in summaries}
+    if len(recipes) > 1:
+        raise MergeError(f"these summaries are of different recipes: {', '.join(sorted(recipes))}")
+    tasks = _merge_named(s["tasks"] for s in summaries)
+    agents = _merge_named((s["agents"] for s in summaries), agent=True)
+    stopped_by = next((s["stopped_by"] for s in summaries if s.get("stopped_by")), None)
+    exit_code = _exit_code(summaries, tasks, stopped_by)
+    first = summaries[0]
+    return {
+        "recipe": first["recipe"],
+        "profile": first.get("profile"),
+        "overrides": first.get("overrides", []),
+        "shard": None,
+        "shards": [s.get("shard") for s in summaries],
+        "status": status_text(exit_code, stopped_by),
+        "exit_code": exit_code,
+        "stopped_by": stopped_by,
+        "wall_s": max(s.get("wall_s", 0.0) for s in summaries),
+        "totals": _totals(tasks, agents),
+        "tasks": tasks,
+        "agents": agents,
+    }
+
+
+def _name(summary: dict[str, Any]) -> str:
+    if not isinstance(summary, dict) or "tasks" not in summary or "agents" not in summary:
+        raise MergeError("not a run summary written by `ralph apply --summary-file`")
+    return str(summary["recipe"]).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _exit_code(
+    summaries: Sequence[dict[str, Any]], tasks: dict[str, Any], stopped_by: str | None
+) -> int:
+    if any(s.get("exit_code") == EXIT_INTERRUPTED for s in summaries):
+        return EXIT_INTERRUPTED
+    if stopped_by is not None:
+        return EXIT_LIMIT
+    return EXIT_FAILED if any(t["failed"] for t in tasks.values()) else EXIT_OK
+
+
+def _merge_named(parts: Iterable[dict[str, Any]], *, agent: bool = False) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for name, figures in part.items():
+            merged[name] = _add(merged[name], figures, agent) if name in merged else dict(figures)
+    return merged
+
+
+def _add(left: dict[str, Any], right: dict[str, Any], agent: bool) -> dict[str, Any]:
+    out = dict(left)
+    for key in _AGENT_COUNTS if agent else _TASK_COUNTS:
+        out[key] = left.get(key, 0) + right.get(key, 0)
+    if agent:
+        out["cost_usd"] = round(left["cost_usd"] + right["cost_usd"], 6)
+        for key in ("retries", "statuses"):
+            out[key] = _counts(left.get(key), right.get(key))
+        highest = [v for v in (left["latency_ms"]["max"], right["latency_ms"]["max"]) if v]
+        out["latency_ms"] = {"p50": None, "p95": None, "max": max(highest, default=None)}
+        return out
+    out["failures"] = _counts(left.get("failures"), right.get("failures"))
+    if "loop" in left or "loop" in right:
+        loops = [part.get("loop", {}) for part in (left, right)]
+        out["loop"] = {
+            "iterations": sum(loop.get("iterations", 0) for loop in loops),
+            "stops": _counts(*(loop.get("stops") for loop in loops)),
+        }
+    return out
+
+
+def _counts(*parts: dict[str, int] | None) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for part in parts:
+        total.update(part or {})
+    return dict(total.most_common())
+
+
+def _totals(tasks: dict[str, Any], agents: dict[str, Any]) -> dict[str, Any]:
+    figures = agents.values()
+    return {
+        "requests": sum(a["requests"] for a in figures),
+        "cache_hits": sum(a["cache_hits"] for a in figures),
+        "retries": sum(sum(a["retries"].values()) for a in figures),
+        "failures": sum(t["failed"] for t in tasks.values()),
+        "input_tokens": sum(a["input_tokens"] for a in figures),
+        "output_tokens": sum(a["output_tokens"] for a in figures),
+        "cost_usd": round(sum(a["cost_usd"] for a in figures), 6),
+    }
