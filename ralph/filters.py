@@ -15,7 +15,12 @@ from ralph.recipe.model import Filter
 
 
 class Refused(Exception):
-    """An input filter refused the item; the message is the reason logged for it."""
+    """An input filter refused the item; the message is the reason logged for it, and
+    `security` names the security event when the refusal is one (a `deny` pattern)."""
+
+    def __init__(self, message: str, security: str | None = None) -> None:
+        super().__init__(message)
+        self.security = security
 
 
 Apply = Callable[[str, Any], str]
@@ -48,7 +53,7 @@ def _max_chars_input(text: str, options: Any) -> str:
 def _deny(text: str, patterns: Any) -> str:
     for pattern in patterns:
         if re.search(pattern, text):
-            raise Refused(f"prompt matches deny pattern {pattern!r}")
+            raise Refused(f"prompt matches deny pattern {pattern!r}", "security.input_denied")
     return text
 
 

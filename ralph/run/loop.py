@@ -143,6 +143,7 @@ class ItemLoop:
                 prepared = self._prepare(number)
             except (ItemRejected, OutputPathError) as exc:
                 self.state.reason = str(exc)
+                self.task_run.security_event(exc, self.key)
                 return "error"
             write_atomic(self._archive(number, "prompt"), prepared.prompt)
             outcome = await self.task_run.ask(prepared)

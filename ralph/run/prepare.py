@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 
 
 class ItemRejected(Exception):
-    """This item cannot be sent (a template failed, a filter refused it, a limit on its size)."""
+    """This item cannot be sent (a template failed, a filter refused it, a limit on its size);
+    `security` names the security event when the refusal is one."""
+
+    def __init__(self, message: str, security: str | None = None) -> None:
+        super().__init__(message)
+        self.security = security
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class Preparer:
         try:
             prompt = apply_filters(prompt, self.task.input_filters, INPUT_FILTERS)
         except Refused as exc:
-            raise ItemRejected(str(exc)) from None
+            raise ItemRejected(str(exc), exc.security) from None
         if self.max_prompt_chars is not None and len(prompt) > self.max_prompt_chars:
             raise ItemRejected(
                 f"prompt has {len(prompt)} characters, more than limits.max_prompt_chars "

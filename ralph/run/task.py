@@ -26,6 +26,7 @@ from ralph.run.outputs import OutputPathError, jsonl_path, safe_output_path
 from ralph.run.prepare import ItemRejected, Prepared, Preparer
 from ralph.run.retry import backoff_s, is_retryable
 from ralph.run.writer import Done, Failed, Skipped, TaskWriter
+from ralph.secrets import count_secrets
 
 if TYPE_CHECKING:
     from ralph.run.engine import Engine
@@ -61,6 +62,7 @@ class TaskRun:
             engine.keeps_answers,
         )
         self.log = engine.logger
+        self._redacts = any(f.name == "redact_secrets" for f in task.output_filters)
 
     async def run(self) -> None:
         count = min(
@@ -113,7 +115,7 @@ class TaskRun:
             if prepared.output is not None:
                 safe_output_path(self.engine.options.out_dir, prepared.output)
         except (ItemRejected, OutputPathError) as exc:
-            self.fail(index, item, str(exc))
+            self.refuse(index, item, exc)
             return
         requests = [(rt, prepared.request(rt.agent)) for rt in self.chain]
         keys = [cache_key(rt.agent, req) if self.use_cache else None for rt, req in requests]
@@ -163,7 +165,7 @@ class TaskRun:
             if hit is None:
                 continue
             try:
-                text = apply_filters(hit[0].text, self.task.output_filters, OUTPUT_FILTERS)
+                text = self.filter_answer(hit[0].text, prepared)
             except AttemptError:
                 continue  # the filters changed since it was cached; ask again
             self.engine.agent_stats(rt).cache_hits += 1
@@ -204,7 +206,7 @@ class TaskRun:
                     await rt.pace(estimate + rt.worst_output)
                     started = time.perf_counter()
                     response = await rt.provider.complete(request)
-                text = apply_filters(response.text, self.task.output_filters, OUTPUT_FILTERS)
+                text = self.filter_answer(response.text, prepared)
             except AttemptError as error:
                 used = (response.input_tokens, response.output_tokens) if response else (0, 0)
                 engine.budget.settle(reservation, sum(used), rt.cost(*used))
@@ -302,6 +304,31 @@ class TaskRun:
             self.stats.cached += 1
         self.engine.progress_advance(self.task.name, "cached" if done.cached else "done")
         self.writer.add(done)
+
+    def filter_answer(self, text: str, prepared: Prepared) -> str:
+        """The answer through the task's output filters; a redaction is a security event."""
+        filtered = apply_filters(text, self.task.output_filters, OUTPUT_FILTERS)
+        if self._redacts and filtered != text and (found := count_secrets(text)):
+            event(
+                self.log,
+                logging.WARNING,
+                "security.redacted",
+                task=self.task.name,
+                item=prepared.key,
+                count=found,
+            )
+        return filtered
+
+    def refuse(self, index: int, item: Any, error: ItemRejected | OutputPathError) -> None:
+        """An item that cannot be sent; a refusal for safety is also a security event."""
+        self.security_event(error, item_key(item, index))
+        self.fail(index, item, str(error))
+
+    def security_event(self, error: ItemRejected | OutputPathError, item: str) -> None:
+        kind = "security.output_path_refused" if isinstance(error, OutputPathError) else None
+        kind = kind or getattr(error, "security", None)
+        if kind is not None:
+            event(self.log, logging.WARNING, kind, task=self.task.name, item=item, error=str(error))
 
     def fail(self, index: int, item: Any, reason: str) -> None:
         self.stats.failed += 1
