@@ -250,7 +250,8 @@ def test_key_problems_are_security_events(
         f"""
         version: 1
         name: key-events
-        agents: {{writer: {{provider: openai, model: m, base_url: "http://127.0.0.1:9/v1", {source}}}}}
+        agents:
+          writer: {{provider: openai, model: m, base_url: "http://127.0.0.1:9/v1", {source}}}
         tasks: [{{name: t, agent: writer, prompt: hi}}]
     """,
     )
