@@ -44,7 +44,9 @@ async def bare_loop(base_url: str, n: int, concurrency: int) -> float:
     async def worker(session: aiohttp.ClientSession) -> None:
         for i in items:
             body = {"model": "m", "messages": [{"role": "user", "content": f"Item {i}"}]}
-            async with session.post(f"{base_url}/chat/completions", json=body, headers=headers) as r:
+            async with session.post(
+                f"{base_url}/chat/completions", json=body, headers=headers
+            ) as r:
                 data = await r.json()
                 assert data["choices"][0]["message"]["content"]
 
@@ -75,12 +77,25 @@ def write_recipe(folder: Path, base_url: str, n: int, concurrency: int, provider
 def apply(recipe: Path, folder: Path) -> tuple[float, float]:
     """(process wall seconds, engine wall seconds from the summary)."""
     command = [
-        sys.executable, "-m", "ralph", "apply", str(recipe), "--out", str(folder / "out"),
-        "--quiet", "--log-format", "json", "--log-file", str(folder / "log.jsonl"),
-        "--summary-file", str(folder / "run.json"),
+        sys.executable,
+        "-m",
+        "ralph",
+        "apply",
+        str(recipe),
+        "--out",
+        str(folder / "out"),
+        "--quiet",
+        "--log-format",
+        "json",
+        "--log-file",
+        str(folder / "log.jsonl"),
+        "--summary-file",
+        str(folder / "run.json"),
     ]
     started = time.perf_counter()
-    done = subprocess.run(command, env={**os.environ, "BENCH_KEY": KEY}, capture_output=True, check=False)
+    done = subprocess.run(
+        command, env={**os.environ, "BENCH_KEY": KEY}, capture_output=True, check=False
+    )
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(done.stdout.decode() + done.stderr.decode())
@@ -117,13 +132,18 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    rate = args.n / bare
     print(f"N={args.n} C={args.c}")
-    print(f"bare aiohttp loop     {bare:6.2f}s  {rate:8.0f} req/s")
-    print(f"ralph apply (engine)  {cold_engine:6.2f}s  {args.n / cold_engine:8.0f} req/s  ratio {bare / cold_engine:.2f}x")
-    print(f"ralph apply (process) {cold_wall:6.2f}s  {args.n / cold_wall:8.0f} req/s  ratio {bare / cold_wall:.2f}x")
-    print(f"cached re-run         {warm_wall:6.2f}s  ({warm_wall / cold_wall:.0%} of the cold run; engine {warm_engine:.2f}s)")
+    print(_line("bare aiohttp loop", bare, args.n))
+    print(_line("ralph apply (engine)", cold_engine, args.n, bare))
+    print(_line("ralph apply (process)", cold_wall, args.n, bare))
+    share = f"{warm_wall / cold_wall:.0%} of the cold run; engine {warm_engine:.2f}s"
+    print(f"{'cached re-run':22}{warm_wall:6.2f}s  ({share})")
     print(f"{args.rss_items} JSONL items on echo: peak RSS {peak_mb:.0f} MB")
+
+
+def _line(label: str, seconds: float, n: int, bare: float | None = None) -> str:
+    ratio = f"  ratio {bare / seconds:.2f}x" if bare is not None else ""
+    return f"{label:22}{seconds:6.2f}s  {n / seconds:8.0f} req/s{ratio}"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,12 @@ def timed(*args: str) -> tuple[float, float, str]:
     best, out = float("inf"), ""
     for _ in range(5):
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "ralph", "validate", *args], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "ralph", "validate", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         best = min(best, time.perf_counter() - started)
         out = (done.stdout.splitlines() or [""])[0]
     return best, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, out
