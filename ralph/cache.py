@@ -19,6 +19,7 @@ from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
 
 CACHE_DIR_ENV = "RALPH_CACHE_DIR"
+PRELOAD_KEYS = 200_000
 
 
 def default_cache_dir(recipe_path: Path) -> Path:
@@ -64,8 +65,15 @@ class ResponseCache:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self._cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**40)
+        # The keys held when the run starts, while there are few enough to keep in memory:
+        # a miss, the common case on a first run, then costs a set look-up, not an SQL query.
+        self._known: set[str] | None = (
+            set(self._cache.iterkeys()) if len(self._cache) <= PRELOAD_KEYS else None
+        )
 
     def get(self, key: str) -> tuple[Response, str] | None:
+        if self._known is not None and key not in self._known:
+            return None
         value = self._cache.get(key)
         if not isinstance(value, str):
             return None
@@ -84,6 +92,8 @@ class ResponseCache:
                     [response.text, response.input_tokens, response.output_tokens, entry.agent]
                 )
                 self._cache.set(entry.key, value, expire=entry.ttl_s)
+                if self._known is not None:
+                    self._known.add(entry.key)
 
     def stats(self) -> dict[str, Any]:
         self._cache.expire()  # entries past their ttl are dead: neither count nor size them
@@ -94,6 +104,8 @@ class ResponseCache:
         }
 
     def clear(self) -> int:
+        if self._known is not None:
+            self._known.clear()
         return int(self._cache.clear())
 
     def close(self) -> None:

@@ -54,6 +54,9 @@ def setup_logging(fmt: str, file: Path | None, *, quiet: bool = False) -> loggin
     """The run's logger: to `file` when given (buffered), else to stderr."""
     logger = logging.getLogger(LOGGER)
     close_logging()
+    # events carry their own fields; the thread and process names each LogRecord looks up
+    # otherwise are never logged and cost a few microseconds on every attempt
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logger.propagate = False
     logger.setLevel(logging.WARNING if quiet and file is None else logging.INFO)
     handler: logging.StreamHandler[IO[str]] = (

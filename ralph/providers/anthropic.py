@@ -25,7 +25,8 @@ class AnthropicProvider(HttpProvider):
         return headers
 
     def body(self, request: Request) -> dict[str, Any]:
-        body: dict[str, Any] = {"max_tokens": _DEFAULT_MAX_TOKENS, **thaw(request.params)}
+        params = self.params if request.params is self.agent.params else thaw(request.params)
+        body: dict[str, Any] = {"max_tokens": _DEFAULT_MAX_TOKENS, **params}
         body["model"] = request.model
         body["messages"] = [{"role": "user", "content": request.prompt}]
         if request.system:

@@ -10,6 +10,7 @@ import aiohttp
 
 from ralph.keys import KeySource, Secret
 from ralph.providers.base import AttemptError, Request, Response
+from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
 from ralph.run.retry import parse_retry_after
 from ralph.secrets import redact
@@ -121,6 +122,7 @@ class HttpProvider:
         self.timeout = aiohttp.ClientTimeout(total=agent.timeout_s)
         self._keys = keys
         self.headers = self._headers(keys.get())
+        self.params = thaw(agent.params)  # every request carries the agent's params: thaw once
 
     def auth_headers(self, key: Secret | None) -> dict[str, str]:
         raise NotImplementedError

@@ -20,7 +20,8 @@ class OpenAIProvider(HttpProvider):
         messages = [{"role": "user", "content": request.prompt}]
         if request.system:
             messages.insert(0, {"role": "system", "content": request.system})
-        return {**thaw(request.params), "model": request.model, "messages": messages}
+        params = self.params if request.params is self.agent.params else thaw(request.params)
+        return {**params, "model": request.model, "messages": messages}
 
     def parse(self, data: Any) -> Response:
         try:

@@ -274,10 +274,13 @@ class TaskRun:
         stats.input_tokens += tokens_in
         stats.output_tokens += tokens_out
         stats.cost_usd += cost
+        level = logging.WARNING if error else logging.INFO
+        if not self.log.isEnabledFor(level):
+            return  # skip the prompt hash and the fields too, not only the line
         agent = rt.agent
         event(
             self.log,
-            logging.WARNING if error else logging.INFO,
+            level,
             "attempt",
             task=self.task.name,
             item=prepared.key,
