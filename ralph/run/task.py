@@ -41,6 +41,12 @@ class _Stopped:
 STOPPED = _Stopped()
 
 
+def worst_input_tokens(request: Request) -> int:
+    """An upper bound on the input tokens, for budgets that must never be exceeded: byte-level
+    BPE tokenizers never make more tokens than the text has UTF-8 bytes."""
+    return len(request.prompt.encode()) + len((request.system or "").encode())
+
+
 class TaskRun:
     def __init__(self, engine: Engine, task: Task) -> None:
         self.engine = engine
@@ -52,6 +58,7 @@ class TaskRun:
         # a loop must really call its agent each iteration, so it never reads the cache
         self.use_cache = engine.cache is not None and task.cache.enabled and task.loop is None
         self.loops = LoopTask(self, task.loop) if task.loop is not None else None
+        self._redacts = any(f.name == "redact_secrets" for f in task.output_filters)
         self.writer = TaskWriter(
             engine.options.out_dir,
             jsonl_path(engine.options.out_dir, task.name, engine.options.shard)
@@ -60,9 +67,9 @@ class TaskRun:
             engine.cache if self.use_cache else None,
             task.cache.ttl_s,
             engine.keeps_answers,
+            redact=self._redacts,
         )
         self.log = engine.logger
-        self._redacts = any(f.name == "redact_secrets" for f in task.output_filters)
 
     async def run(self) -> None:
         count = min(
@@ -187,14 +194,12 @@ class TaskRun:
         self, rt: AgentRuntime, request: Request, prepared: Prepared, key: str | None
     ) -> tuple[str, Response] | str | _Stopped:
         engine, policy = self.engine, rt.agent.retries
-        estimate = estimate_tokens(request.prompt) + (
-            estimate_tokens(request.system) if request.system else 0
-        )
+        worst_input = worst_input_tokens(request)
         for attempt in range(1, policy.attempts + 1):
             if engine.stopping:
                 return STOPPED
             reservation = engine.budget.reserve(
-                estimate + rt.worst_output, rt.cost(estimate, rt.worst_output)
+                worst_input + rt.worst_output, rt.cost(worst_input, rt.worst_output)
             )
             if reservation is None:
                 engine.stop_by(engine.budget.stopped or "limit")
@@ -203,7 +208,7 @@ class TaskRun:
             response: Response | None = None
             try:
                 async with rt.limit:
-                    await rt.pace(estimate + rt.worst_output)
+                    await rt.pace(estimate_tokens(request.prompt) + rt.worst_output)
                     started = time.perf_counter()
                     response = await rt.provider.complete(request)
                 text = self.filter_answer(response.text, prepared)

@@ -7,7 +7,7 @@ thread was measured: GIL hand-offs cost more than the SQLite work it moved off t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from ralph.providers.base import Response
 from ralph.recipe.build import thaw
 from ralph.run.outputs import OrderedJsonl, safe_output_path, write_atomic
 from ralph.run.prepare import Prepared
+from ralph.secrets import redact
 
 BATCH = 64
 
@@ -61,8 +62,10 @@ class TaskWriter:
         cache: ResponseCache | None,
         ttl_s: float | None,
         keep_answers: bool,
+        redact: bool = False,
     ) -> None:
         self._out_dir = out_dir
+        self._redact = redact
         self._jsonl = OrderedJsonl(jsonl) if jsonl is not None else None
         self._cache = cache
         self._ttl_s = ttl_s
@@ -90,7 +93,7 @@ class TaskWriter:
         try:
             if self._cache is not None:
                 self._cache.put_many(
-                    Entry(o.key, o.response, o.agent, self._ttl_s)
+                    Entry(o.key, self._kept(o.response), o.agent, self._ttl_s)
                     for o in batch
                     if isinstance(o, Done) and not o.cached and o.key
                 )
@@ -99,6 +102,12 @@ class TaskWriter:
             flush_logs()
         except OSError as exc:
             raise OutputError(f"cannot write outputs under {self._out_dir}: {exc}") from None
+
+    def _kept(self, response: Response) -> Response:
+        """What the cache keeps: with redact_secrets, not even the cache holds the secret."""
+        if not self._redact:
+            return response
+        return replace(response, text=redact(response.text))
 
     def _record(self, outcome: Outcome) -> None:
         if isinstance(outcome, Skipped):

@@ -210,8 +210,9 @@ def test_retry_after_longer_than_max_wait_exhausts_agent(
 def test_cost_limit_stops_before_spending(
     ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
 ) -> None:
-    # each request reserves its worst case, ~53 tokens at $0.001 ($0.053), and really costs
-    # ~7 tokens ($0.007): the fifth would have to reserve past $0.08, so it is never sent
+    # each request reserves its worst case, 60 tokens at $0.001 (10 prompt bytes + max_tokens
+    # 50: $0.06), and really costs 7 tokens ($0.007): the fourth would have to reserve past
+    # $0.08 ($0.021 spent + $0.06), so it is never sent
     text = recipe_text(
         server.base_url, items=10, agent_extra="concurrency: 1", limits="max_cost_usd: 0.08"
     )
@@ -222,7 +223,7 @@ def test_cost_limit_stops_before_spending(
     summary = json.loads((tmp_path / "run.json").read_text())
     assert summary["stopped_by"] == "max_cost_usd"
     assert summary["totals"]["cost_usd"] <= 0.08
-    assert server.counts[CHAT] == 4
+    assert server.counts[CHAT] == 3
     assert len(lines(tmp_path / "out" / "answer.jsonl")) == server.counts[CHAT]
 
 
