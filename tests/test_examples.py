@@ -89,10 +89,12 @@ def test_no_file_holds_anything_shaped_like_a_key() -> None:
 FAKE_RALPH = """\
 #!/bin/sh
 # records its arguments; `plan` exits $FAKE_PLAN_EXIT; `summary merge ... -o FILE` writes FILE
+# and exits $FAKE_MERGE_EXIT
 echo "$*" >> "$RALPH_CALLS"
 case "$1" in
   plan) echo "8 requests to send"; exit "${FAKE_PLAN_EXIT:-0}" ;;
-  summary) while [ $# -gt 0 ]; do [ "$1" = -o ] && echo '{}' > "$2"; shift; done ;;
+  summary) while [ $# -gt 0 ]; do [ "$1" = -o ] && echo '{}' > "$2"; shift; done
+           exit "${FAKE_MERGE_EXIT:-0}" ;;
 esac
 """
 
@@ -372,20 +374,43 @@ def test_the_plan_step_accepts_exit_2(
     assert "8 requests to send" in Path(fake_ralph["GITHUB_STEP_SUMMARY"]).read_text()
 
 
-@pytest.mark.parametrize("shards", [4, 3])
-def test_the_merge_step_fails_when_a_summary_is_missing(
-    shards: int, fake_ralph: dict[str, str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("summaries", "merge_exit", "step_exit"), [(4, 0, 0), (4, 3, 3), (4, 4, 4), (3, 0, 1)]
+)
+def test_the_merge_step_exits_with_the_run_and_fails_on_a_missing_summary(
+    summaries: int, merge_exit: int, step_exit: int, fake_ralph: dict[str, str], tmp_path: Path
 ) -> None:
     (merge,) = [j for j in workflow()["jobs"].values() if "download-artifact" in str(j["steps"])]
-    script = run_step(merge, "summary merge")["run"]
-    for k in range(1, shards + 1):
+    assert len(matrix_job()[1]["strategy"]["matrix"]["shard"]) == 4
+    for k in range(1, summaries + 1):
         (tmp_path / f"shard-{k}.json").write_text("{}")
-    done = bash_step(script, fake_ralph, tmp_path)
+    env = {**fake_ralph, "FAKE_MERGE_EXIT": str(merge_exit)}
+    done = bash_step(run_step(merge, "summary merge")["run"], env, tmp_path)
+    assert done.returncode == step_exit, done.stdout + done.stderr
     assert (tmp_path / "run.json").exists()
-    n = len(matrix_job()[1]["strategy"]["matrix"]["shard"])
-    assert (done.returncode == 0) is (shards == n), done.stdout + done.stderr
-    expected = " ".join(f"shard-{k}.json" for k in range(1, shards + 1))
-    assert calls(fake_ralph) == [f"summary merge {expected} -o run.json"]
+    files = " ".join(f"shard-{k}.json" for k in range(1, summaries + 1))
+    assert calls(fake_ralph) == [f"summary merge {files} -o run.json"]
+    upload = step(merge, "actions/upload-artifact@v4")
+    assert upload["if"] == "${{ !cancelled() }}"
+
+
+@pytest.mark.parametrize(
+    ("summaries", "merge_exit", "job_exit"), [(4, 0, 0), (4, 3, 0), (4, 4, 0), (4, 1, 1), (3, 0, 1)]
+)
+def test_the_merge_job_fails_only_when_the_merge_does(
+    summaries: int, merge_exit: int, job_exit: int, fake_ralph: dict[str, str], tmp_path: Path
+) -> None:
+    (merge,) = [c for j in jobs() for c in pod(j)["containers"] if "summary merge" in line(c)]
+    assert shards_in_job() == 4
+    script = merge["args"][0].replace("/out/", f"{tmp_path}/")
+    for k in range(1, summaries + 1):
+        (tmp_path / f"shard-{k}.json").write_text("{}")
+    env = {**fake_ralph, "FAKE_MERGE_EXIT": str(merge_exit)}
+    done = subprocess.run(
+        [*merge["command"], script], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == job_exit, done.stdout + done.stderr
+    assert (tmp_path / "run.json").exists()
 
 
 def test_the_readmes_name_the_commands_they_explain() -> None:
