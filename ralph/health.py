@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ralph.errors import ConfigError, RalphError
+from ralph.keys import KeyRing
 from ralph.recipe.model import CommandCheck, HttpCheck, Recipe
 
 if TYPE_CHECKING:
@@ -40,15 +41,15 @@ Probe = Callable[[], Awaitable[str | None]]
 
 
 async def run_checks(
-    recipe: Recipe, out_dir: Path, cache_dir: Path | None, *, allow_insecure_key_file: bool = False
+    recipe: Recipe, out_dir: Path, cache_dir: Path | None, *, keys: KeyRing | None = None
 ) -> list[CheckResult]:
     """Every check, concurrently; each result says what was checked and what went wrong."""
     import aiohttp
 
     async with aiohttp.ClientSession(trust_env=False) as session:
-        allow = allow_insecure_key_file
-        probes = [_agent_probe(recipe, name, session, allow) for name in used_agents(recipe)]
-        probes += _recipe_probes(recipe, session, allow)
+        ring = keys or KeyRing(recipe.agents)
+        probes = [_agent_probe(recipe, name, session, ring) for name in used_agents(recipe)]
+        probes += _recipe_probes(recipe, session, ring)
         probes += [(f"writable: {out_dir}", _writable(out_dir))]
         if cache_dir is not None:
             probes.append((f"writable: {cache_dir}", _writable(cache_dir)))
@@ -78,15 +79,14 @@ async def _timed(name: str, probe: Probe) -> CheckResult:
 
 
 def _agent_probe(
-    recipe: Recipe, name: str, session: aiohttp.ClientSession, allow_insecure_key_file: bool
+    recipe: Recipe, name: str, session: aiohttp.ClientSession, ring: KeyRing
 ) -> tuple[str, Probe]:
-    from ralph.keys import KeySource
     from ralph.providers import PROVIDERS
 
     agent = recipe.agents[name]
 
     async def probe() -> str | None:
-        keys = KeySource(agent, allow_insecure_file=allow_insecure_key_file)
+        keys = ring.source(name)
         try:
             keys.get()
         except ConfigError as exc:
@@ -97,7 +97,7 @@ def _agent_probe(
 
 
 def _recipe_probes(
-    recipe: Recipe, session: aiohttp.ClientSession, allow_insecure_key_file: bool
+    recipe: Recipe, session: aiohttp.ClientSession, ring: KeyRing
 ) -> list[tuple[str, Probe]]:
     probes: list[tuple[str, Probe]] = []
     for check in recipe.health_checks:
@@ -106,7 +106,7 @@ def _recipe_probes(
         elif isinstance(check, CommandCheck):
             probes.append((f"command: {' '.join(check.argv)}", _command(check)))
         elif check.agent not in used_agents(recipe):
-            probes.append(_agent_probe(recipe, check.agent, session, allow_insecure_key_file))
+            probes.append(_agent_probe(recipe, check.agent, session, ring))
     return probes
 
 
@@ -164,10 +164,10 @@ def _writable(folder: Path) -> Probe:
 
 
 def require_healthy(
-    recipe: Recipe, out_dir: Path, cache_dir: Path | None, *, allow_insecure_key_file: bool = False
+    recipe: Recipe, out_dir: Path, cache_dir: Path | None, *, keys: KeyRing | None = None
 ) -> None:
     """HealthError naming every failing check, or nothing."""
-    checks = run_checks(recipe, out_dir, cache_dir, allow_insecure_key_file=allow_insecure_key_file)
+    checks = run_checks(recipe, out_dir, cache_dir, keys=keys)
     failed = [r for r in asyncio.run(checks) if not r.ok]
     if failed:
         reasons = "; ".join(f"{r.name}: {r.detail}" for r in failed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ralph.errors import ConfigError
@@ -56,6 +57,21 @@ class KeySource:
             return None
         self._key = fresh
         return fresh
+
+
+class KeyRing:
+    """The key sources of one run's agents, shared by the health checks and the run itself,
+    so a key (an api_key_command, say) is read once per run, not once per use."""
+
+    def __init__(self, agents: Mapping[str, Agent], *, allow_insecure_file: bool = False) -> None:
+        self._agents = agents
+        self._allow = allow_insecure_file
+        self._sources: dict[str, KeySource] = {}
+
+    def source(self, name: str) -> KeySource:
+        if name not in self._sources:
+            self._sources[name] = KeySource(self._agents[name], allow_insecure_file=self._allow)
+        return self._sources[name]
 
 
 def resolve_key(agent: Agent, *, allow_insecure_file: bool = False) -> Secret | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from ralph.errors import ConfigError
 from ralph.keys import KeySource, Secret, resolve_key
 from ralph.recipe.model import Agent
+from ralph.testing import FakeLLMServer
+from tests.conftest import TEST_KEY, Result, write_recipe
 
 KEY = "sk-test-keys-0123456789abcdefXYZ"
 
@@ -151,3 +154,34 @@ def test_the_secret_never_shows_in_repr_str_or_formatting(monkeypatch: pytest.Mo
         assert KEY[:10] not in text
     assert str(secret) == "[secret]"
     assert secret.value == KEY  # only an explicit .value reveals it
+
+
+def test_a_key_command_runs_once_per_apply(
+    ralph: Callable[..., Result],
+    server: FakeLLMServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RALPH_TEST_VAULT", TEST_KEY)  # stands in for a secret store
+    counter = tmp_path / "reads"
+    script = f"import os, pathlib; p = pathlib.Path({str(counter)!r}); "
+    script += "p.write_text(p.read_text() + 'x' if p.exists() else 'x'); "
+    script += "print(os.environ['RALPH_TEST_VAULT'])"
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: key-once
+        agents:
+          writer:
+            provider: openai
+            base_url: {server.base_url}
+            model: m
+            api_key_command: [{sys.executable}, -c, "{script}"]
+        tasks: [{{name: t, agent: writer, prompt: hi}}]
+    """,
+    )
+    result = ralph("apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet")
+    assert result.code == 0, result.out + result.err
+    assert server.counts["/v1/models"] == 1  # the health check ran, with the same key
+    assert counter.read_text() == "x", "the key command ran more than once"

@@ -21,6 +21,7 @@ from ralph.cli.app import (
 )
 
 if TYPE_CHECKING:
+    from ralph.keys import KeyRing
     from ralph.plan import Plan
     from ralph.recipe.model import Recipe
     from ralph.run.engine import RunOptions
@@ -94,22 +95,23 @@ def apply(
     resolved_cache = None if no_cache else (cache_dir or default_cache_dir(model.path))
     if dry_run:
         return print_plan(model, cache_dir or default_cache_dir(model.path), fmt, show, shard)
+    from ralph.keys import KeyRing
     from ralph.run.engine import RunOptions
 
     options = RunOptions(
         out_dir=out,
         cache_dir=resolved_cache,
         concurrency=concurrency,
-        allow_insecure_key_file=allow_insecure_key_file,
         shard=shard_option(shard),
         serve=parse_address(serve) if serve else None,
     )
+    # one key ring for the health checks and the run: each key is read once
+    keys = KeyRing(model.agents, allow_insecure_file=allow_insecure_key_file)
     if not skip_health:
         from ralph.health import require_healthy
 
-        allow = allow_insecure_key_file
-        require_healthy(model, out, resolved_cache, allow_insecure_key_file=allow)
-    return _run(model, options, log_format, log_file, summary_file, quiet)
+        require_healthy(model, out, resolved_cache, keys=keys)
+    return _run(model, options, keys, log_format, log_file, summary_file, quiet)
 
 
 def load_target(path: Path, profile: str | None, sets: list[str] | None) -> Recipe:
@@ -164,6 +166,7 @@ def parse_show(show: str) -> int | None:
 def _run(
     model: Recipe,
     options: RunOptions,
+    keys: KeyRing,
     log_format: LogFormat | None,
     log_file: Path | None,
     summary_file: Path | None,
@@ -184,7 +187,7 @@ def _run(
     progress = _progress() if show_progress else None
     try:
         with progress if progress is not None else nullcontext():
-            stats = run_recipe(model, options, logger, progress)
+            stats = run_recipe(model, options, logger, progress, keys)
     finally:
         close_logging()
     summary = stats.as_dict()

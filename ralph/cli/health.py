@@ -37,6 +37,7 @@ def health(
 
     from ralph.cache import default_cache_dir
     from ralph.health import run_checks
+    from ralph.keys import KeyRing
     from ralph.recipe.validate import load_recipe
     from ralph.render.tables import table
 
@@ -45,7 +46,7 @@ def health(
         model,
         out,
         cache_dir or default_cache_dir(model.path),
-        allow_insecure_key_file=allow_insecure_key_file,
+        keys=KeyRing(model.agents, allow_insecure_file=allow_insecure_key_file),
     )
     results = asyncio.run(checks)
     if fmt == PlanFormat.json:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ralph.cache import ResponseCache
 from ralph.errors import ConfigError
-from ralph.keys import InsecureKeyFile, KeySource
+from ralph.keys import InsecureKeyFile, KeyRing, KeySource
 from ralph.observe.logs import event
 from ralph.observe.summary import EXIT_INTERRUPTED, AgentStats, RunStats, TaskStats
 from ralph.providers import HTTP_PROVIDERS, PROVIDERS
@@ -45,7 +45,6 @@ class RunOptions:
     cache_dir: Path | None = None
     concurrency: int | None = None
     seed: int | None = None
-    allow_insecure_key_file: bool = False
     shard: Shard | None = None
     serve: tuple[str, int] | None = None
 
@@ -57,11 +56,13 @@ class Engine:
         options: RunOptions,
         logger: logging.Logger,
         progress: Progress | None = None,
+        keys: KeyRing | None = None,
     ) -> None:
         self.recipe = recipe
         self.options = options
         self.logger = logger
         self.progress = progress
+        self.keys = keys or KeyRing(recipe.agents)
         self.stats = RunStats(
             recipe=str(recipe.path),
             profile=recipe.profile,
@@ -158,8 +159,7 @@ class Engine:
 
     def _keys(self, name: str) -> KeySource:
         """The agent's key source, read now: a missing key fails the run before any request."""
-        allow = self.options.allow_insecure_key_file
-        keys = KeySource(self.recipe.agents[name], allow_insecure_file=allow)
+        keys = self.keys.source(name)
         try:
             keys.get()
         except ConfigError as error:
@@ -234,7 +234,11 @@ def _on_sigint(loop: asyncio.AbstractEventLoop, handler: Any) -> Iterator[None]:
 
 
 def run_recipe(
-    recipe: Recipe, options: RunOptions, logger: logging.Logger, progress: Progress | None = None
+    recipe: Recipe,
+    options: RunOptions,
+    logger: logging.Logger,
+    progress: Progress | None = None,
+    keys: KeyRing | None = None,
 ) -> RunStats:
     """Run a recipe to the end (or to a stop) and return how it went."""
-    return asyncio.run(Engine(recipe, options, logger, progress).run())
+    return asyncio.run(Engine(recipe, options, logger, progress, keys).run())
