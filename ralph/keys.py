@@ -102,8 +102,8 @@ def _refuse_open_permissions(agent: Agent) -> None:
     if mode & 0o077:
         raise InsecureKeyFile(
             f"agent '{agent.name}': api_key_file {agent.api_key_file} can be read by group or "
-            f"others (mode {mode & 0o777:o}); run `chmod 600` on it (for a Kubernetes secret "
-            "set defaultMode: 0400), or pass --allow-insecure-key-file"
+            f"others (mode {mode & 0o777:o}); run `chmod 600` on it (for a Kubernetes secret, "
+            "see examples/kubernetes), or pass --allow-insecure-key-file"
         )
 
 
