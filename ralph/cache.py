@@ -43,6 +43,11 @@ def key_parts(agent: Agent, request: Request) -> dict[str, Any]:
     return parts
 
 
+def short_key(key: str) -> str:
+    """The key as logs, JSONL lines and plans show it."""
+    return key[:12]
+
+
 def cache_key(agent: Agent, request: Request) -> str:
     canonical = json.dumps(key_parts(agent, request), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()

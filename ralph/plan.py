@@ -12,11 +12,11 @@ import json
 import sqlite3
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ralph.cache import cache_key
+from ralph.cache import cache_key, short_key
 from ralph.errors import RalphError
 from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import item_key, numbered_items
@@ -69,6 +69,8 @@ class TaskPlan:
     cost_max_usd: float
     prompts: tuple[RenderedPrompt, ...]
     errors: tuple[ItemError, ...]
+    # item → short hash of its request (the cache key), to compare with a run's summary
+    prompt_keys: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["fingerprints"] = dict(self.fingerprints)
+        for task in data["tasks"]:
+            del task["prompt_keys"]
         for check, out in zip(self.limits, data["limits"], strict=True):
             out["exceeded"] = check.exceeded
         return {"kind": PLAN_KIND, "plan_version": PLAN_VERSION, **data}
@@ -196,6 +200,7 @@ def _task_plan(
     errors: list[ItemError] = []
     # what later tasks will see as outputs.<task>: the cached answer, or a stand-in
     answers: dict[int | str, str] = {}
+    prompt_keys: dict[str, str] = {}
     for index, item in numbered_items(task.items, shard):
         key = item_key(item, index)
         slot = key if key != str(index) else index
@@ -211,7 +216,9 @@ def _task_plan(
             prompts.append(
                 RenderedPrompt(index, key, prepared.system, prepared.prompt, prepared.output)
             )
-        answer = cache.answer(cache_key(agent, prepared.request(agent))) if use_cache else None
+        request_key = cache_key(agent, prepared.request(agent))
+        prompt_keys[key] = short_key(request_key)
+        answer = cache.answer(request_key) if use_cache else None
         answer = _filtered(answer, task)
         if answer is not None:
             answers[slot] = answer
@@ -240,6 +247,7 @@ def _task_plan(
         cost_max_usd=loops * (input_tokens * price_in + sendable * worst_output * price_out),
         prompts=tuple(prompts),
         errors=tuple(errors),
+        prompt_keys=prompt_keys,
     )
 
 

@@ -153,3 +153,54 @@ def test_a_file_that_is_not_a_plan(ralph: Callable[..., Result], tmp_path: Path)
     result = ralph("apply", str(bogus))
     assert result.code == 1
     assert "not a plan saved by `ralph plan -o`" in result.err
+
+
+def test_plan_against_the_last_run(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path, snapshot: SnapshotAssertion
+) -> None:
+    recipe = plan_recipe(tmp_path, server.base_url)
+    run_json = tmp_path / "run.json"
+    result = ralph(
+        "apply",
+        str(recipe),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+        "--skip-health",
+        "--summary-file",
+        str(run_json),
+    )
+    assert result.code == 0, result.out
+    assert set(json.loads(run_json.read_text())["tasks"]["summarize"]["prompts"]) == {
+        "t0",
+        "t1",
+        "t2",
+        "t3",
+    }
+    unchanged = ralph("plan", str(recipe), "--against", str(run_json))
+    assert "= task summarize: no prompt changed" in unchanged.out
+    # a pull request edits one ticket, adds one, and adds a task
+    items = ITEMS.replace("number 1", "number one") + json.dumps({"id": "t4", "body": "new"}) + "\n"
+    (tmp_path / "items.jsonl").write_text(items)
+    text = (
+        recipe.read_text()
+        + """
+  - name: translate
+    agent: writer
+    prompt: Translate the summaries.
+"""
+    )
+    recipe.write_text(text)
+    result = ralph("plan", str(recipe), "--against", str(run_json))
+    assert result.code == 0, result.err
+    changes = result.out[result.out.index("changes against") :]
+    assert changes.replace(str(run_json), "run.json") == snapshot
+    data = json.loads(ralph("plan", str(recipe), "--against", str(run_json), "-f", "json").out)
+    assert data["changes"]["tasks"]["summarize"] == {
+        "changed": 1,
+        "added": 1,
+        "removed": 0,
+        "known": True,
+        "examples": ["t1", "t4"],
+    }
+    assert data["changes"]["tasks_added"] == ["translate"]

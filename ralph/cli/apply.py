@@ -104,6 +104,7 @@ def apply(
         concurrency=concurrency,
         shard=shard_option(shard),
         serve=parse_address(serve) if serve else None,
+        record_prompts=summary_file is not None and summary_file.suffix != ".prom",
     )
     # one key ring for the health checks and the run: each key is read once
     keys = KeyRing(model.agents, allow_insecure_file=allow_insecure_key_file)

@@ -68,12 +68,13 @@ def cache_explain(
     """Show what goes into an item's cache key and whether the cache holds it."""
     import json
 
+    from ralph.cache import short_key
     from ralph.explain import explain_item
     from ralph.recipe.validate import load_recipe
 
     model = load_recipe(recipe, profile, sets or ())
     for entry in explain_item(model, task, item, _cache_dir(recipe, cache_dir)):
         held = "cached" if entry.present else "not cached"
-        typer.echo(f"agent {entry.agent}: key {entry.key[:12]} ({held})")
+        typer.echo(f"agent {entry.agent}: key {short_key(entry.key)} ({held})")
         typer.echo(json.dumps(entry.parts, indent=2, ensure_ascii=False, default=list))
     return 0

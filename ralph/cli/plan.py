@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ralph.cli.app import CacheDirOption, PlanFormat, ProfileOption, SetOption, ShardOption, app
 from ralph.cli.apply import ShowOption, load_target, parse_show, shard_option
+
+if TYPE_CHECKING:
+    from ralph.plan import Plan
 
 
 @app.command("plan")
@@ -26,6 +29,12 @@ def plan_command(
     ),
     show: ShowOption = "3",
     shard: ShardOption = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            "--against", help="A run's summary (--summary-file): show what this plan changes."
+        ),
+    ] = None,
     detailed_exitcode: Annotated[
         bool,
         typer.Option(
@@ -44,7 +53,22 @@ def plan_command(
     plan = build_plan(model, cache_dir or default_cache_dir(model.path), parse_show(show), chosen)
     if output is not None:
         write_atomic(output, json.dumps(plan.as_dict(), indent=2, ensure_ascii=False) + "\n")
-    typer.echo(render_plan(plan, fmt.value))
+    if against is None:
+        typer.echo(render_plan(plan, fmt.value))
+    else:
+        _print_with_changes(plan, against, fmt)
     if plan.errors:
         return 1
     return 2 if detailed_exitcode and plan.requests else 0
+
+
+def _print_with_changes(plan: Plan, against: Path, fmt: PlanFormat) -> None:
+    from ralph.changes import compare, load_summary, render_changes
+    from ralph.render.plan import render_plan
+
+    changes = compare(plan, load_summary(against), str(against))
+    if fmt == PlanFormat.json:
+        data = {**plan.as_dict(), "changes": changes.as_dict()}
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(render_plan(plan, fmt.value) + "\n\n" + render_changes(changes))

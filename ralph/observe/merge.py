@@ -85,6 +85,8 @@ def _add(left: dict[str, Any], right: dict[str, Any], agent: bool) -> dict[str, 
         out["latency_ms"] = {"p50": None, "p95": None, "max": max(highest, default=None)}
         return out
     out["failures"] = _counts(left.get("failures"), right.get("failures"))
+    if "prompts" in left or "prompts" in right:
+        out["prompts"] = {**left.get("prompts", {}), **right.get("prompts", {})}
     if "loop" in left or "loop" in right:
         loops = [part.get("loop", {}) for part in (left, right)]
         out["loop"] = {

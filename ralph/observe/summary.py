@@ -52,6 +52,7 @@ class TaskStats:
     failed: int = 0
     not_started: int = 0
     failures: Counter[str] = field(default_factory=Counter)
+    prompts: dict[str, str] = field(default_factory=dict)  # item → prompt key, for plan --against
     iterations: int = 0  # loop tasks: iterations run, and how each item's loop ended
     loop_stops: Counter[str] = field(default_factory=Counter)
 
@@ -65,6 +66,8 @@ class TaskStats:
             "pending": self.items - self.done - self.failed - self.not_started,
             "failures": dict(self.failures.most_common()),
         }
+        if self.prompts:
+            figures["prompts"] = dict(self.prompts)
         if self.iterations or self.loop_stops:
             figures["loop"] = {
                 "iterations": self.iterations,

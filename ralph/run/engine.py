@@ -47,6 +47,7 @@ class RunOptions:
     seed: int | None = None
     shard: Shard | None = None
     serve: tuple[str, int] | None = None
+    record_prompts: bool = False  # each item's prompt key in the summary, for plan --against
 
 
 class Engine:

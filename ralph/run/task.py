@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ralph.cache import cache_key
+from ralph.cache import cache_key, short_key
 from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import item_key, numbered_items
 from ralph.observe.logs import event
@@ -126,6 +126,9 @@ class TaskRun:
             return
         requests = [(rt, prepared.request(rt.agent)) for rt in self.chain]
         keys = [cache_key(rt.agent, req) if self.use_cache else None for rt, req in requests]
+        if self.engine.options.record_prompts:
+            primary = keys[0] or cache_key(self.chain[0].agent, requests[0][1])
+            self.stats.prompts[prepared.key] = short_key(primary)
         if self._from_cache(prepared, requests, keys):
             return
         outcome = await self.ask(prepared, requests, keys)
@@ -184,7 +187,7 @@ class TaskRun:
                 item=prepared.key,
                 agent=rt.agent.name,
                 cache="hit",
-                cache_key=key[:12] if key else None,
+                cache_key=short_key(key) if key else None,
             )
             self.succeed(Done(prepared, rt.agent.name, text, hit[0], key, True))
             return True
@@ -299,7 +302,7 @@ class TaskRun:
             output_tokens=tokens_out,
             cost_usd=round(cost, 8),
             cache="miss" if key else "off",
-            cache_key=key[:12] if key else None,
+            cache_key=short_key(key) if key else None,
             iteration=prepared.iteration,
             prompt_chars=len(prepared.prompt),
             prompt_sha=self.engine.prompt_hash(prepared.prompt),

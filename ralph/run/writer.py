@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ralph.cache import Entry, ResponseCache
+from ralph.cache import Entry, ResponseCache, short_key
 from ralph.errors import RalphError
 from ralph.observe.logs import flush_logs
 from ralph.providers.base import Response
@@ -141,5 +141,5 @@ def _line(done: Done) -> dict[str, Any]:
             "input_tokens": done.response.input_tokens,
             "output_tokens": done.response.output_tokens,
         },
-        "cache_key": done.key[:12] if done.key else None,
+        "cache_key": short_key(done.key) if done.key else None,
     }

@@ -1,0 +1,121 @@
+"""`ralph plan --against run.json`: what a plan changes against the last applied run, for a
+pull request's review — tasks added or removed, items whose rendered request changed (and so
+will miss the cache), and the cost against what the run cost."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ralph.errors import UsageError
+from ralph.plan import Plan
+
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class TaskChanges:
+    name: str
+    changed: tuple[str, ...]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    known: bool  # False when the run's summary has no per-item prompts for this task
+
+
+@dataclass(frozen=True)
+class Changes:
+    against: str
+    tasks_added: tuple[str, ...]
+    tasks_removed: tuple[str, ...]
+    tasks: tuple[TaskChanges, ...]
+    last_cost_usd: float
+    cost_min_usd: float
+    cost_max_usd: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "against": self.against,
+            "tasks_added": list(self.tasks_added),
+            "tasks_removed": list(self.tasks_removed),
+            "tasks": {
+                t.name: {
+                    "changed": len(t.changed),
+                    "added": len(t.added),
+                    "removed": len(t.removed),
+                    "known": t.known,
+                    "examples": list((t.changed + t.added)[:EXAMPLES]),
+                }
+                for t in self.tasks
+            },
+            "last_cost_usd": self.last_cost_usd,
+            "cost_delta_usd": [
+                round(self.cost_min_usd - self.last_cost_usd, 6),
+                round(self.cost_max_usd - self.last_cost_usd, 6),
+            ],
+        }
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the run summary: {exc}") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("tasks"), dict):
+        raise UsageError(f"{path}: not a summary written by `ralph apply --summary-file`")
+    return summary
+
+
+def compare(plan: Plan, summary: dict[str, Any], against: str) -> Changes:
+    ran: dict[str, Any] = summary["tasks"]
+    planned = {t.name: t for t in plan.tasks}
+    tasks = []
+    for name, task in planned.items():
+        if name not in ran:
+            continue
+        before: dict[str, str] = ran[name].get("prompts") or {}
+        now = dict(task.prompt_keys)
+        tasks.append(
+            TaskChanges(
+                name=name,
+                changed=tuple(k for k in now if k in before and before[k] != now[k]),
+                added=tuple(k for k in now if k not in before),
+                removed=tuple(k for k in before if k not in now),
+                known=bool(before),
+            )
+        )
+    return Changes(
+        against=against,
+        tasks_added=tuple(n for n in planned if n not in ran),
+        tasks_removed=tuple(n for n in ran if n not in planned),
+        tasks=tuple(tasks),
+        last_cost_usd=float(summary.get("totals", {}).get("cost_usd", 0.0)),
+        cost_min_usd=sum(t.cost_min_usd for t in plan.tasks),
+        cost_max_usd=sum(t.cost_max_usd for t in plan.tasks),
+    )
+
+
+def render_changes(changes: Changes) -> str:
+    lines = [f"changes against {changes.against}:"]
+    lines += [f"  + task {name} (new)" for name in changes.tasks_added]
+    lines += [f"  - task {name} (removed)" for name in changes.tasks_removed]
+    for task in changes.tasks:
+        if not task.known:
+            lines.append(f"  ? task {task.name}: the run's summary has no per-item prompts")
+            continue
+        if not (task.changed or task.added or task.removed):
+            lines.append(f"  = task {task.name}: no prompt changed")
+            continue
+        counts = f"{len(task.changed)} changed, {len(task.added)} new, {len(task.removed)} gone"
+        examples = ", ".join((task.changed + task.added)[:EXAMPLES])
+        lines.append(
+            f"  ~ task {task.name}: {counts}" + (f" (e.g. {examples})" if examples else "")
+        )
+    delta_min = changes.cost_min_usd - changes.last_cost_usd
+    delta_max = changes.cost_max_usd - changes.last_cost_usd
+    lines.append(
+        f"  cost: last run ${changes.last_cost_usd:.4f}; this plan ${changes.cost_min_usd:.4f} to "
+        f"${changes.cost_max_usd:.4f} ({delta_min:+.4f} to {delta_max:+.4f})"
+    )
+    return "\n".join(lines)
