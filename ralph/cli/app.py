@@ -131,6 +131,8 @@ def run(argv: list[str] | None = None) -> int:
         result = app(args=argv, prog_name="ralph", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
+    except SystemExit as exc:  # typer's completion options exit by themselves
+        return exc.code if isinstance(exc.code, int) else 0
     except typer.Abort:
         typer.echo("interrupted", err=True)
         return EXIT_INTERRUPTED

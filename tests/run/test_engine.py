@@ -266,10 +266,19 @@ def test_output_paths_are_atomic_files_and_escapes_refused(
 def test_key_never_written_anywhere(
     ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
 ) -> None:
-    server.inject(Fault("status", status=401, message="bad key"))
+    server.inject(Fault("status", status=401, message=f"bad key {TEST_KEY}"))
     recipe = write_recipe(tmp_path, recipe_text(server.base_url, items=3))
-    result = apply(ralph, recipe, tmp_path)
-    assert TEST_KEY not in result.out + result.err
+    result = apply(ralph, recipe, tmp_path, "--summary-file", str(tmp_path / "run.json"))
+    printed = result.out + result.err
+    for command in (
+        ["plan", str(recipe), "-o", str(tmp_path / "plan.json"), "-f", "json"],
+        ["health", str(recipe), "--format", "json"],
+        ["apply", str(recipe), "--dry-run", "--show", "all"],
+    ):
+        shown = ralph(*command)
+        printed += shown.out + shown.err
+    assert "bad key [REDACTED:openai]" in printed  # the API echoed it; ralph did not
+    assert TEST_KEY not in printed
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert TEST_KEY.encode() not in path.read_bytes(), path

@@ -1,0 +1,36 @@
+"""The `ralph` app itself: version, help, shell completion, and how errors become exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+
+from ralph import __version__
+from tests.conftest import Result
+
+
+def test_version(ralph: Callable[..., Result]) -> None:
+    result = ralph("--version")
+    assert (result.code, result.out) == (0, f"ralph {__version__}\n")
+
+
+def test_help_lists_every_command(ralph: Callable[..., Result]) -> None:
+    result = ralph("--help")
+    assert result.code == 0
+    for command in ("validate", "apply", "plan", "health", "cache", "summary", "schema", "init"):
+        assert command in result.out
+
+
+def test_shell_completion_is_offered(ralph: Callable[..., Result]) -> None:
+    result = ralph("--show-completion", "bash")
+    assert result.code == 0
+    assert "_RALPH_COMPLETE" in result.out
+
+
+def test_no_arguments_shows_help_and_exits_2() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ralph"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert "Usage" in done.stdout + done.stderr
