@@ -1,9 +1,14 @@
-"""A live progress line per task on a terminal (items done, cached, failed, rate)."""
+"""A live progress line per task on a terminal: items done, cached and failed, the rate, and
+the tokens and money spent so far."""
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.progress import Task
+    from rich.text import Text
 
 
 class RichProgress:
@@ -18,6 +23,8 @@ class RichProgress:
                 "{task.fields[done]} done · {task.fields[cached]} cached · "
                 "{task.fields[failed]} failed"
             ),
+            _rate_column(),
+            TextColumn("{task.fields[tokens]} tokens · ${task.fields[cost]:.4f}"),
             TimeElapsedColumn(),
             console=Console(stderr=True),
             transient=False,
@@ -37,10 +44,12 @@ class RichProgress:
     ) -> None:
         self._progress.stop()
 
-    def advance(self, task: str, outcome: str) -> None:
+    def advance(self, task: str, outcome: str, tokens: int, cost: float) -> None:
         if task not in self._ids:
             self._counts[task] = {"done": 0, "cached": 0, "failed": 0}
-            self._ids[task] = self._progress.add_task(task, total=None, done=0, cached=0, failed=0)
+            self._ids[task] = self._progress.add_task(
+                task, total=None, done=0, cached=0, failed=0, tokens=0, cost=0.0
+            )
         counts = self._counts[task]
         counts[outcome] += 1
         self._progress.update(
@@ -49,4 +58,20 @@ class RichProgress:
             done=counts["done"],
             cached=counts["cached"],
             failed=counts["failed"],
+            tokens=tokens,
+            cost=cost,
         )
+
+
+def _rate_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Items a second, once rich has seen enough of them to say."""
+
+        def render(self, task: Task) -> Text:
+            speed = task.speed
+            return Text(f"{speed:.0f} items/s" if speed else "- items/s")
+
+    return RateColumn()

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 
 class Progress(Protocol):
-    def advance(self, task: str, outcome: str) -> None: ...
+    def advance(self, task: str, outcome: str, tokens: int, cost: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,9 @@ class Engine:
 
     def progress_advance(self, task: str, outcome: str) -> None:
         if self.progress is not None:
-            self.progress.advance(task, outcome)
+            agents = self.stats.agents.values()
+            tokens = sum(a.input_tokens + a.output_tokens for a in agents)
+            self.progress.advance(task, outcome, tokens, sum(a.cost_usd for a in agents))
 
     def prompt_hash(self, prompt: str) -> str:
         return hashlib.sha256(prompt.encode()).hexdigest()[:12]
