@@ -309,3 +309,25 @@ def test_retry_after_is_honoured(
     assert result.code == 0, result.out
     assert server.counts[CHAT] == 2
     assert elapsed >= 0.4, "the retry came before the server's Retry-After"
+
+
+def test_concurrency_flag_caps_requests_in_flight(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.latency_s = 0.1
+    text = recipe_text(server.base_url, items=8, agent_extra="concurrency: 8")
+    started = time.perf_counter()
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path, "--concurrency", "2")
+    assert result.code == 0, result.out
+    assert time.perf_counter() - started >= 0.4, "8 answers of 0.1 s, 2 at a time"
+
+
+def test_requests_per_minute_paces_the_agent(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    text = recipe_text(
+        server.base_url, items=5, agent_extra="rate_limit: {requests_per_minute: 600}"
+    )
+    started = time.perf_counter()
+    assert apply(ralph, write_recipe(tmp_path, text), tmp_path).code == 0
+    assert time.perf_counter() - started >= 0.4, "5 requests at 10 a second, evenly spaced"
