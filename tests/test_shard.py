@@ -126,11 +126,11 @@ def test_merging_summaries_of_different_recipes_is_refused(
     ralph: Callable[..., Result], tmp_path: Path
 ) -> None:
     one, two = tmp_path / "one.json", tmp_path / "two.json"
-    base = {"recipe": "/a/x.yaml", "tasks": {}, "agents": {}, "stopped_by": None, "exit_code": 0}
+    base = {"recipe": "/a/x.yaml", "name": "x", "tasks": {}, "agents": {}, "exit_code": 0}
     one.write_text(json.dumps(base))
-    two.write_text(json.dumps({**base, "recipe": "/a/y.yaml"}))
+    two.write_text(json.dumps({**base, "recipe": "/a/y.yaml", "name": "y"}))
     result = ralph("summary", "merge", str(one), str(two))
     assert result.code == 1
-    assert "different recipes: x.yaml, y.yaml" in result.err
+    assert "different recipes: x, y" in result.err
     (tmp_path / "bad.json").write_text("{")
     assert ralph("summary", "merge", str(tmp_path / "bad.json")).code == 2

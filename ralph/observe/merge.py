@@ -35,6 +35,7 @@ def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     first = summaries[0]
     return {
         "recipe": first["recipe"],
+        "name": first.get("name", ""),
         "profile": first.get("profile"),
         "overrides": first.get("overrides", []),
         "shard": None,
@@ -52,7 +53,7 @@ def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def _name(summary: dict[str, Any]) -> str:
     if not isinstance(summary, dict) or "tasks" not in summary or "agents" not in summary:
         raise MergeError("not a run summary written by `ralph apply --summary-file`")
-    return str(summary["recipe"]).replace("\\", "/").rsplit("/", 1)[-1]
+    return str(summary.get("name") or summary["recipe"])
 
 
 def _exit_code(

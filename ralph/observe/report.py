@@ -9,7 +9,8 @@ from ralph.render.tables import table
 
 def render_summary(summary: dict[str, Any], *, timings: bool = True) -> str:
     """`timings=False` leaves out wall time and latencies, which differ from run to run."""
-    lines = [f"{summary['status']} (exit {summary['exit_code']})"]
+    name = summary.get("name") or "run"
+    lines = [f"{name}: {summary['status']} (exit {summary['exit_code']})"]
     if summary["profile"] or summary["overrides"]:
         overrides = ", ".join(summary["overrides"]) or "-"
         lines.append(f"profile: {summary['profile'] or '-'}  overrides: {overrides}")

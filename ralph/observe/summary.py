@@ -79,6 +79,7 @@ class TaskStats:
 @dataclass
 class RunStats:
     recipe: str
+    name: str = ""  # the recipe's name:, as people call the run
     profile: str | None = None
     overrides: tuple[str, ...] = ()
     started: float = field(default_factory=time.monotonic)
@@ -111,6 +112,7 @@ class RunStats:
         agents = self.agents.values()
         return {
             "recipe": self.recipe,
+            "name": self.name,
             "profile": self.profile,
             "overrides": list(self.overrides),
             "shard": self.shard,

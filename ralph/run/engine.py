@@ -66,6 +66,7 @@ class Engine:
         self.keys = keys or KeyRing(recipe.agents)
         self.stats = RunStats(
             recipe=str(recipe.path),
+            name=recipe.name,
             profile=recipe.profile,
             overrides=recipe.overrides,
             shard=options.shard.label if options.shard is not None else None,
