@@ -204,3 +204,13 @@ def test_plan_against_the_last_run(
         "examples": ["t1", "t4"],
     }
     assert data["changes"]["tasks_added"] == ["translate"]
+
+
+def test_dry_run_with_no_cache_counts_every_item(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    recipe = plan_recipe(tmp_path, server.base_url)
+    assert ralph("apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet").code == 0
+    cached = json.loads(ralph("apply", str(recipe), "--dry-run", "-f", "json").out)
+    fresh = json.loads(ralph("apply", str(recipe), "--dry-run", "-f", "json", "--no-cache").out)
+    assert (cached["tasks"][0]["requests"], fresh["tasks"][0]["requests"]) == (0, 4)

@@ -93,8 +93,8 @@ def apply(
 
     model = load_target(recipe, profile, sets)
     resolved_cache = None if no_cache else (cache_dir or default_cache_dir(model.path))
-    if dry_run:
-        return print_plan(model, cache_dir or default_cache_dir(model.path), fmt, show, shard)
+    if dry_run:  # with --no-cache the plan counts every item as a request, as the run would
+        return print_plan(model, resolved_cache, fmt, show, shard)
     from ralph.keys import KeyRing
     from ralph.run.engine import RunOptions
 
@@ -132,7 +132,7 @@ def load_target(path: Path, profile: str | None, sets: list[str] | None) -> Reci
 
 
 def print_plan(
-    model: Recipe, cache_dir: Path, fmt: PlanFormat, show: str, shard: str | None
+    model: Recipe, cache_dir: Path | None, fmt: PlanFormat, show: str, shard: str | None
 ) -> int:
     from ralph.plan import build_plan
     from ralph.render.plan import render_plan
