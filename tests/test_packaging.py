@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,9 +12,15 @@ from tests.conftest import ROOT
 
 
 def test_wheel_builds_with_schema_and_entry_point(tmp_path: Path) -> None:
+    # build from a copy, as the Dockerfile does: nothing but these files goes into the wheel,
+    # and the checkout gets no build/ or egg-info of its own
+    source = tmp_path / "src"
+    shutil.copytree(ROOT / "ralph", source / "ralph", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     done = subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
-        cwd=ROOT,
+        cwd=source,
         capture_output=True,
         text=True,
         check=False,
