@@ -156,7 +156,10 @@ class Engine:
         from ralph.observe.metrics import StatusServer
 
         server = StatusServer(host, port, lambda: self.stats)
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(f"--serve {host}:{port}: {exc.strerror or exc}") from None
         stack.push_async_callback(server.stop)
         url = f"http://{host}:{server.port}"
         event(self.logger, logging.WARNING, "serving", url=url, paths="/healthz /metrics /status")

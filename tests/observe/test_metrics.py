@@ -151,3 +151,21 @@ def test_summary_file_in_prometheus_format(ralph: Callable[..., Result], tmp_pat
     text = prom.read_text()
     assert 'ralph_requests_total{agent="local",status="ok"} 1' in text
     assert 'ralph_items{task="t",state="done"} 1' in text
+
+
+def test_serve_on_a_port_in_use_is_a_clear_error(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: busy
+        agents: {local: {provider: echo}}
+        tasks: [{name: t, agent: local, prompt: hi}]
+    """,
+    )
+    busy = f"127.0.0.1:{server.port}"  # the fake server holds it
+    result = ralph("apply", str(recipe), "--out", str(tmp_path / "out"), "--serve", busy)
+    assert result.code == 1
+    assert result.err.startswith(f"error: --serve {busy}: ") and "in use" in result.err
