@@ -114,6 +114,11 @@ def _show_usage_error(error: typer.TyperException) -> None:
         typer.echo(f"Error: {error.format_message()}", err=True)
 
 
+def _os_error(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
 def _report_bug() -> int:
     with tempfile.NamedTemporaryFile(
         "w", prefix="ralph-crash-", suffix=".log", delete=False
@@ -145,6 +150,11 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        # the machine said no (a folder that is a file, a full disk, no permission): the
+        # user can act on that, so it is an error with the path, not a bug report
+        typer.echo(f"error: {_os_error(exc)}", err=True)
+        return 1
     except Exception:
         return _report_bug()
     return result if isinstance(result, int) else 0

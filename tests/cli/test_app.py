@@ -5,9 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from ralph import __version__
-from tests.conftest import Result
+from tests.conftest import Result, write_recipe
 
 
 def test_version(ralph: Callable[..., Result]) -> None:
@@ -35,3 +36,22 @@ def test_no_arguments_shows_help_and_exits_2() -> None:
     )
     assert done.returncode == 2
     assert "Usage" in done.stdout + done.stderr
+
+
+def test_an_output_folder_that_is_a_file_is_an_error_not_a_crash(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: blocked
+        agents: {local: {provider: echo}}
+        tasks: [{name: t, agent: local, prompt: hi}]
+    """,
+    )
+    (tmp_path / "out").write_text("a file, not a folder")
+    result = ralph("apply", str(recipe), "--out", str(tmp_path / "out"), "--skip-health")
+    assert result.code == 1
+    assert result.err.startswith(f"error: {tmp_path / 'out'}: ")
+    assert "internal error" not in result.err
