@@ -214,3 +214,16 @@ def test_dry_run_with_no_cache_counts_every_item(
     cached = json.loads(ralph("apply", str(recipe), "--dry-run", "-f", "json").out)
     fresh = json.loads(ralph("apply", str(recipe), "--dry-run", "-f", "json", "--no-cache").out)
     assert (cached["tasks"][0]["requests"], fresh["tasks"][0]["requests"]) == (0, 4)
+
+
+def test_every_prompt_to_a_file(ralph: Callable[..., Result], tmp_path: Path) -> None:
+    recipe = plan_recipe(tmp_path, "http://127.0.0.1:9/v1")
+    prompts = tmp_path / "prompts.md"
+    result = ralph("plan", str(recipe), "--show", "1", "--prompts-file", str(prompts))
+    assert result.code == 0, result.err
+    assert "[0] item t0" in result.out and "[1] item t1" not in result.out
+    text = prompts.read_text()
+    assert text.startswith("# Prompts of plan-test\n")
+    for n in range(4):
+        assert f"## summarize [{n}] item t{n} → summaries/t{n}.md" in text
+        assert f"Ticket number {n}" in text

@@ -36,6 +36,12 @@ class LogFormat(StrEnum):
 ShowOption = Annotated[
     str, typer.Option("--show", help="How many rendered prompts per task to show, or 'all'.")
 ]
+PromptsFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--prompts-file", help="Also write every rendered prompt to this file (Markdown)."
+    ),
+]
 
 
 @app.command()
@@ -87,6 +93,7 @@ def apply(
         PlanFormat, typer.Option("--format", "-f", help="The plan as text or json (--dry-run).")
     ] = PlanFormat.text,
     show: ShowOption = "3",
+    prompts_file: PromptsFileOption = None,
 ) -> int:
     """Run a recipe: every task in order, within its limits, cached and resumable."""
     from ralph.cache import default_cache_dir
@@ -94,7 +101,7 @@ def apply(
     model = load_target(recipe, profile, sets)
     resolved_cache = None if no_cache else (cache_dir or default_cache_dir(model.path))
     if dry_run:  # with --no-cache the plan counts every item as a request, as the run would
-        return print_plan(model, resolved_cache, fmt, show, shard)
+        return print_plan(model, resolved_cache, fmt, show, shard, prompts_file)
     from ralph.keys import KeyRing
     from ralph.run.engine import RunOptions
 
@@ -132,14 +139,34 @@ def load_target(path: Path, profile: str | None, sets: list[str] | None) -> Reci
 
 
 def print_plan(
-    model: Recipe, cache_dir: Path | None, fmt: PlanFormat, show: str, shard: str | None
+    model: Recipe,
+    cache_dir: Path | None,
+    fmt: PlanFormat,
+    show: str,
+    shard: str | None,
+    prompts_file: Path | None,
 ) -> int:
-    from ralph.plan import build_plan
     from ralph.render.plan import render_plan
 
-    plan = build_plan(model, cache_dir, parse_show(show), shard_option(shard))
-    typer.echo(render_plan(plan, fmt.value))
+    plan = make_plan(model, cache_dir, show, shard, prompts_file)
+    typer.echo(render_plan(plan, fmt.value, parse_show(show)))
     return plan_exit_code(plan)
+
+
+def make_plan(
+    model: Recipe, cache_dir: Path | None, show: str, shard: str | None, prompts_file: Path | None
+) -> Plan:
+    """The plan, rendering every prompt when they all go to `prompts_file` (written here)."""
+    from ralph.plan import build_plan
+
+    limit = None if prompts_file is not None else parse_show(show)
+    plan = build_plan(model, cache_dir, limit, shard_option(shard))
+    if prompts_file is not None:
+        from ralph.render.plan import render_prompts
+        from ralph.run.outputs import write_atomic
+
+        write_atomic(prompts_file, render_prompts(plan))
+    return plan
 
 
 def plan_exit_code(plan: Plan) -> int:

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ralph.cli.app import CacheDirOption, PlanFormat, ProfileOption, SetOption, ShardOption, app
-from ralph.cli.apply import ShowOption, load_target, parse_show, shard_option
+from ralph.cli.apply import (
+    PromptsFileOption,
+    ShowOption,
+    load_target,
+    make_plan,
+    parse_show,
+)
 
 if TYPE_CHECKING:
     from ralph.plan import Plan
@@ -28,6 +34,7 @@ def plan_command(
         PlanFormat.text
     ),
     show: ShowOption = "3",
+    prompts_file: PromptsFileOption = None,
     shard: ShardOption = None,
     against: Annotated[
         Path | None,
@@ -44,25 +51,23 @@ def plan_command(
 ) -> int:
     """Show what `apply` would do, and save it for `ralph apply plan.json`."""
     from ralph.cache import default_cache_dir
-    from ralph.plan import build_plan
     from ralph.render.plan import render_plan
     from ralph.run.outputs import write_atomic
 
     model = load_target(recipe, profile, sets)
-    chosen = shard_option(shard)
-    plan = build_plan(model, cache_dir or default_cache_dir(model.path), parse_show(show), chosen)
+    plan = make_plan(model, cache_dir or default_cache_dir(model.path), show, shard, prompts_file)
     if output is not None:
         write_atomic(output, json.dumps(plan.as_dict(), indent=2, ensure_ascii=False) + "\n")
     if against is None:
-        typer.echo(render_plan(plan, fmt.value))
+        typer.echo(render_plan(plan, fmt.value, parse_show(show)))
     else:
-        _print_with_changes(plan, against, fmt)
+        _print_with_changes(plan, against, fmt, parse_show(show))
     if plan.errors:
         return 1
     return 2 if detailed_exitcode and plan.requests else 0
 
 
-def _print_with_changes(plan: Plan, against: Path, fmt: PlanFormat) -> None:
+def _print_with_changes(plan: Plan, against: Path, fmt: PlanFormat, limit: int | None) -> None:
     from ralph.changes import compare, load_summary, render_changes
     from ralph.render.plan import render_plan
 
@@ -71,4 +76,4 @@ def _print_with_changes(plan: Plan, against: Path, fmt: PlanFormat) -> None:
         data = {**plan.as_dict(), "changes": changes.as_dict()}
         typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        typer.echo(render_plan(plan, fmt.value) + "\n\n" + render_changes(changes))
+        typer.echo(render_plan(plan, fmt.value, limit) + "\n\n" + render_changes(changes))

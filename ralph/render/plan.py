@@ -8,7 +8,8 @@ from ralph.plan import Plan, TaskPlan
 from ralph.render.tables import table
 
 
-def render_plan(plan: Plan, fmt: str = "text") -> str:
+def render_plan(plan: Plan, fmt: str = "text", limit: int | None = None) -> str:
+    """The plan for a terminal (`limit` prompts per task, None for all) or as JSON."""
     if fmt == "json":
         return json.dumps(plan.as_dict(), indent=2, ensure_ascii=False)
     lines = [f"Plan for {plan.name} ({plan.recipe})"]
@@ -32,7 +33,7 @@ def render_plan(plan: Plan, fmt: str = "text") -> str:
     lines += ["", *table(head, rows)]
     lines += _limits(plan)
     for task in plan.tasks:
-        lines += _prompts(task) + _errors(task)
+        lines += _prompts(task, limit) + _errors(task)
     total_min = sum(t.cost_min_usd for t in plan.tasks)
     total_max = sum(t.cost_max_usd for t in plan.tasks)
     cached = sum(t.cached for t in plan.tasks)
@@ -61,11 +62,11 @@ def _limits(plan: Plan) -> list[str]:
     return lines
 
 
-def _prompts(task: TaskPlan) -> list[str]:
-    if not task.prompts:
+def _prompts(task: TaskPlan, limit: int | None) -> list[str]:
+    if not task.prompts or limit == 0:
         return []
     lines = ["", f"first prompts of {task.name}:"]
-    for prompt in task.prompts:
+    for prompt in task.prompts[:limit]:
         target = f" -> {prompt.output}" if prompt.output else ""
         lines.append(f"  [{prompt.index}] item {prompt.item}{target}")
         if prompt.system:
@@ -84,3 +85,16 @@ def _errors(task: TaskPlan) -> list[str]:
     lines = ["", f"items of {task.name} that cannot be sent:"]
     lines += [f"  [{e.index}] item {e.item}: {e.message}" for e in task.errors]
     return lines
+
+
+def render_prompts(plan: Plan) -> str:
+    """Every rendered prompt of the plan as Markdown, for `--prompts-file`."""
+    lines = [f"# Prompts of {plan.name}"]
+    for task in plan.tasks:
+        for prompt in task.prompts:
+            target = f" → {prompt.output}" if prompt.output else ""
+            lines += ["", f"## {task.name} [{prompt.index}] item {prompt.item}{target}", ""]
+            if prompt.system:
+                lines += ["System:", "", "```text", prompt.system.rstrip(), "```", ""]
+            lines += ["```text", prompt.prompt.rstrip(), "```"]
+    return "\n".join(lines) + "\n"
