@@ -92,7 +92,10 @@ class Engine:
 
     def agent_stats(self, runtime: AgentRuntime) -> AgentStats:
         agent = runtime.agent
-        return self.stats.agents.setdefault(agent.name, AgentStats(agent.provider, agent.model))
+        found = self.stats.agents.get(agent.name)  # called per attempt: build one only once
+        if found is None:
+            found = self.stats.agents[agent.name] = AgentStats(agent.provider, agent.model)
+        return found
 
     def new_task_stats(self) -> TaskStats:
         return TaskStats()
