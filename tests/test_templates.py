@@ -11,7 +11,15 @@ from jinja2.exceptions import SecurityError, UndefinedError
 
 from ralph.errors import RecipeError
 from ralph.recipe.validate import load_recipe
-from ralph.templates import Scope, TemplateFinding, check, compile_template, environment, render
+from ralph.templates import (
+    Scope,
+    TemplateFinding,
+    base_context,
+    check,
+    compile_template,
+    environment,
+    render,
+)
 
 TASK_SCOPE = Scope(
     names=frozenset({"vars", "task", "outputs"}),
@@ -22,7 +30,7 @@ ITEM_SCOPE = Scope(TASK_SCOPE.names | {"item"}, TASK_SCOPE.vars, TASK_SCOPE.outp
 
 
 def render_text(source: str, **context: Any) -> str:
-    return render(compile_template(source), context)
+    return render(compile_template(source), base_context(**context))
 
 
 def messages(source: str, scope: Scope = TASK_SCOPE) -> list[str]:
@@ -98,7 +106,8 @@ def test_ordinary_templates_render_frozen_vars_plainly() -> None:
         "{{ ns.n }} {{ item.body }}\n"
     )
     # no HTML escaping (prompts are not HTML) and the trailing newline is kept
-    assert render(compile_template(source), context) == "terse terse a,b dflt\n2 <b>hot</b>\n"
+    rendered = render(compile_template(source), base_context(**context))
+    assert rendered == "terse terse a,b dflt\n2 <b>hot</b>\n"
 
 
 # --- strict undefined at render time ------------------------------------------------------------

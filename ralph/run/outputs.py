@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -86,4 +87,9 @@ class OrderedJsonl:
 
     def _write(self, record: dict[str, Any] | None) -> None:
         if record is not None:
-            self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._handle.write(json.dumps(record, ensure_ascii=False, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """What JSON cannot take by itself: read-only mappings (inline items) become dicts."""
+    return dict(value) if isinstance(value, Mapping) else str(value)

@@ -16,7 +16,7 @@ from ralph.items import item_key
 from ralph.providers.base import Request
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent, Recipe, Task
-from ralph.templates import compile_template, render
+from ralph.templates import base_context, compile_template, render
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -68,7 +68,7 @@ class Preparer:
     def __init__(self, recipe: Recipe, task: Task, outputs: Mapping[str, Any]) -> None:
         self.task = task
         self.max_prompt_chars = recipe.limits.max_prompt_chars
-        self._base = {"vars": thaw(recipe.vars), "task": task.name, "outputs": outputs}
+        self._base = base_context(vars=thaw(recipe.vars), task=task.name, outputs=outputs)
         self._prompt_source = task.prompt if task.prompt is not None else _read(task)
         self._prompt = compile_template(self._prompt_source)
         self._system = compile_template(task.system) if task.system is not None else None

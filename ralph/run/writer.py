@@ -15,7 +15,6 @@ from ralph.cache import Entry, ResponseCache, short_key
 from ralph.errors import RalphError
 from ralph.observe.logs import flush_logs
 from ralph.providers.base import Response
-from ralph.recipe.build import thaw
 from ralph.run.outputs import OrderedJsonl, safe_output_path, write_atomic
 from ralph.run.prepare import Prepared
 from ralph.secrets import redact
@@ -116,7 +115,7 @@ class TaskWriter:
             return
         if isinstance(outcome, Failed):
             if self._jsonl is not None:
-                record = {"index": outcome.index, "item": thaw(outcome.item), "status": "failed"}
+                record = {"index": outcome.index, "item": outcome.item, "status": "failed"}
                 self._jsonl.add(outcome.index, {**record, "error": outcome.reason})
             return
         prepared = outcome.prepared
@@ -133,7 +132,7 @@ def _line(done: Done) -> dict[str, Any]:
     prepared = done.prepared
     return {
         "index": prepared.index,
-        "item": thaw(prepared.item),
+        "item": prepared.item,
         "answer": done.text,
         "status": "cached" if done.cached else "done",
         "agent": done.agent,
