@@ -225,8 +225,9 @@ def _task_plan(
             cached += 1
             continue
         sendable += 1
-        system = estimate_tokens(prepared.system) if prepared.system else 0
-        input_tokens += estimate_tokens(prepared.prompt) + system
+        ratio = agent.chars_per_token
+        system = estimate_tokens(prepared.system, ratio) if prepared.system else 0
+        input_tokens += estimate_tokens(prepared.prompt, ratio) + system
     outputs[task.name] = next(iter(answers.values()), "") if task.items is None else answers
     loops = task.loop.max_iterations if task.loop is not None else 1
     worst = agent.params.get("max_tokens")

@@ -227,3 +227,30 @@ def test_every_prompt_to_a_file(ralph: Callable[..., Result], tmp_path: Path) ->
     for n in range(4):
         assert f"## summarize [{n}] item t{n} → summaries/t{n}.md" in text
         assert f"Ticket number {n}" in text
+
+
+@pytest.mark.parametrize(
+    ("tokenizer", "expected"),
+    [("chars", "ceil(n / 4)"), ("bytes", "n"), ("{chars_per_token: 2}", "ceil(n / 2)")],
+)
+def test_the_agents_tokenizer_sets_the_estimate(
+    ralph: Callable[..., Result], tmp_path: Path, tokenizer: str, expected: str
+) -> None:
+    recipe = plan_recipe(tmp_path, "http://127.0.0.1:9/v1")
+    recipe.write_text(
+        recipe.read_text().replace(
+            "api_key_env: OPENAI_API_KEY",
+            f"api_key_env: OPENAI_API_KEY\n    tokenizer: {tokenizer}",
+        )
+    )
+    plan = json.loads(ralph("plan", str(recipe), "-f", "json", "--show", "all").out)
+    task = plan["tasks"][0]
+    sizes = [len(p["prompt"]) + len(p["system"]) for p in task["prompts"]]
+    per_text = {
+        "ceil(n / 4)": lambda n: -(-n // 4),
+        "n": lambda n: n,
+        "ceil(n / 2)": lambda n: -(-n // 2),
+    }[expected]
+    parts = [(len(p["prompt"]), len(p["system"])) for p in task["prompts"]]
+    assert task["input_tokens"] == sum(per_text(a) + per_text(b) for a, b in parts)
+    assert len(sizes) == 4

@@ -7,6 +7,7 @@ is one of the retry classes a recipe names (`429`, `5xx`, `timeout`, `connection
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -55,6 +56,9 @@ class Provider(Protocol):
         ...
 
 
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate (about four characters a token), never below one."""
-    return max(1, -(-len(text) // 4))
+def estimate_tokens(text: str, chars_per_token: float | None = 4.0) -> int:
+    """A tokenizer-free estimate, never below one: `chars_per_token` characters a token, or
+    with None the UTF-8 byte count (byte-level tokenizers never make more tokens than that)."""
+    if chars_per_token is None:
+        return max(1, len(text.encode()))
+    return max(1, math.ceil(len(text) / chars_per_token))

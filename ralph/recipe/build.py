@@ -107,7 +107,14 @@ def _agent(name: str, spec: dict[str, Any], base_dir: Path) -> m.Agent:
         workdir=_path(base_dir, spec.get("workdir")) or (base_dir if is_command else None),
         probe=_argv(spec.get("probe")),
         max_output_bytes=_size(spec.get("max_output"), m.Agent.max_output_bytes),
+        chars_per_token=_chars_per_token(spec.get("tokenizer", "chars")),
     )
+
+
+def _chars_per_token(tokenizer: Any) -> float | None:
+    if isinstance(tokenizer, dict):
+        return float(tokenizer["chars_per_token"])
+    return None if tokenizer == "bytes" else m.Agent.chars_per_token
 
 
 def _limits(spec: dict[str, Any]) -> m.Limits:

@@ -60,6 +60,7 @@ class Agent:
     workdir: Path | None = None
     probe: tuple[str, ...] | None = None
     max_output_bytes: int = 10_000_000
+    chars_per_token: float | None = 4.0  # the `tokenizer:` estimate; None counts UTF-8 bytes
 
 
 @dataclass(frozen=True)

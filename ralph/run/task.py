@@ -211,7 +211,8 @@ class TaskRun:
             response: Response | None = None
             try:
                 async with rt.limit:
-                    await rt.pace(estimate_tokens(request.prompt) + rt.worst_output)
+                    tokens = estimate_tokens(request.prompt, rt.agent.chars_per_token)
+                    await rt.pace(tokens + rt.worst_output)
                     started = time.perf_counter()
                     response = await rt.provider.complete(request)
                 text = self.filter_answer(response.text, prepared)
