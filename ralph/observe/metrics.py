@@ -61,7 +61,7 @@ def _lines(stats: RunStats) -> Iterator[str]:
     yield from _family(
         "ralph_cache_misses_total",
         "counter",
-        "Requests the cache could not answer",
+        "Attempts sent because the cache had no answer (retries included)",
         [({"agent": a}, st.requests) for a, st in stats.agents.items()],
     )
     yield from _family(
