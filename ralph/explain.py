@@ -10,7 +10,7 @@ from typing import Any
 
 from ralph.cache import ResponseCache, cache_key, key_parts
 from ralph.errors import UsageError
-from ralph.items import iter_items
+from ralph.items import numbered_items
 from ralph.recipe.model import Recipe
 from ralph.run.prepare import ItemRejected, Preparer
 
@@ -31,27 +31,20 @@ def explain_item(
         raise UsageError(
             f"no task '{task_name}' (tasks: {', '.join(t.name for t in recipe.tasks)})"
         )
-    items = iter_items(task.items) if task.items is not None else iter([None])
-    item = next(itertools.islice(items, index, None), _MISSING)
-    if item is _MISSING:
+    found = next(itertools.islice(numbered_items(task.items), index, None), None)
+    if found is None:
         raise UsageError(f"task '{task_name}' has no item {index}")
+    item = found[1]
     try:
         prepared = Preparer(recipe, task, {}).prepare(index, item)
     except ItemRejected as exc:
         raise UsageError(f"item {index} cannot be rendered: {exc}") from None
     cache = ResponseCache(cache_dir)
     try:
-        agent_name: str | None = task.agent
-        seen: set[str] = set()
-        while agent_name is not None and agent_name not in seen:
-            seen.add(agent_name)
-            agent = recipe.agents[agent_name]
+        for name in recipe.fallback_chain(task.agent):
+            agent = recipe.agents[name]
             request = prepared.request(agent)
             key = cache_key(agent, request)
             yield KeyExplanation(agent.name, key, key_parts(agent, request), key in cache)
-            agent_name = agent.fallback
     finally:
         cache.close()
-
-
-_MISSING = object()

@@ -48,22 +48,12 @@ async def run_checks(
 
     async with aiohttp.ClientSession(trust_env=False) as session:
         ring = keys or KeyRing(recipe.agents)
-        probes = [_agent_probe(recipe, name, session, ring) for name in used_agents(recipe)]
+        probes = [_agent_probe(recipe, name, session, ring) for name in recipe.agents_used()]
         probes += _recipe_probes(recipe, session, ring)
         probes += [(f"writable: {out_dir}", _writable(out_dir))]
         if cache_dir is not None:
             probes.append((f"writable: {cache_dir}", _writable(cache_dir)))
         return list(await asyncio.gather(*(_timed(name, probe) for name, probe in probes)))
-
-
-def used_agents(recipe: Recipe) -> list[str]:
-    names: list[str] = []
-    for task in recipe.tasks:
-        current: str | None = task.agent
-        while current is not None and current not in names:
-            names.append(current)
-            current = recipe.agents[current].fallback
-    return names
 
 
 async def _timed(name: str, probe: Probe) -> CheckResult:
@@ -105,7 +95,7 @@ def _recipe_probes(
             probes.append((f"http: {check.url}", _http(check, session)))
         elif isinstance(check, CommandCheck):
             probes.append((f"command: {' '.join(check.argv)}", _command(check)))
-        elif check.agent not in used_agents(recipe):
+        elif check.agent not in recipe.agents_used():
             probes.append(_agent_probe(recipe, check.agent, session, ring))
     return probes
 

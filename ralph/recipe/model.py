@@ -204,3 +204,17 @@ class Recipe:
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    def fallback_chain(self, agent: str) -> list[str]:
+        """`agent` and the agents its fallbacks lead to, in the order they take an item."""
+        chain: list[str] = []
+        current: str | None = agent
+        while current is not None and current not in chain:
+            chain.append(current)
+            current = self.agents[current].fallback
+        return chain
+
+    def agents_used(self) -> list[str]:
+        """Every agent some task may call, fallbacks included, in order of first use."""
+        used = [name for task in self.tasks for name in self.fallback_chain(task.agent)]
+        return list(dict.fromkeys(used))

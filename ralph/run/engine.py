@@ -83,12 +83,7 @@ class Engine:
 
     def chain(self, name: str) -> list[AgentRuntime]:
         """The agent and its fallbacks, in order."""
-        chain: list[AgentRuntime] = []
-        current: str | None = name
-        while current is not None and all(rt.agent.name != current for rt in chain):
-            chain.append(self.runtimes[current])
-            current = self.recipe.agents[current].fallback
-        return chain
+        return [self.runtimes[agent] for agent in self.recipe.fallback_chain(name)]
 
     def agent_stats(self, runtime: AgentRuntime) -> AgentStats:
         agent = runtime.agent
@@ -131,7 +126,7 @@ class Engine:
         """Run every task in order; the stats say how it ended (and so the exit code)."""
         from ralph.run.task import TaskRun
 
-        used = _agents_used(self.recipe)
+        used = set(self.recipe.agents_used())
         keys = {name: self._keys(name) for name in used}
         self.options.out_dir.mkdir(parents=True, exist_ok=True)
         async with contextlib.AsyncExitStack() as stack:
@@ -191,16 +186,6 @@ class Engine:
             return
         await asyncio.sleep(max(0.0, remaining))
         self.stop_by("max_runtime")
-
-
-def _agents_used(recipe: Recipe) -> set[str]:
-    used: set[str] = set()
-    for task in recipe.tasks:
-        current: str | None = task.agent
-        while current is not None and current not in used:
-            used.add(current)
-            current = recipe.agents[current].fallback
-    return used
 
 
 def _http(recipe: Recipe) -> set[str]:

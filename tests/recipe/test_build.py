@@ -558,3 +558,30 @@ def test_a_missing_file_is_a_problem_not_a_model(tmp_path: Path) -> None:
     )
     with pytest.raises(RecipeError, match=r"prompt file 'prompts/missing\.j2' not found"):
         load_recipe(path)
+
+
+def test_fallback_chains_and_the_agents_a_run_uses(tmp_path: Path) -> None:
+    recipe = load_recipe(
+        write(
+            tmp_path,
+            {
+                "recipe.yaml": """\
+version: 1
+name: chains
+agents:
+  first: {provider: echo, fallback: second}
+  second: {provider: echo, fallback: third}
+  third: {provider: echo}
+  spare: {provider: echo}
+  solo: {provider: echo}
+tasks:
+  - {name: a, agent: solo, prompt: hi}
+  - {name: b, agent: first, prompt: hi}
+  - {name: c, agent: second, prompt: hi}
+"""
+            },
+        )
+    )
+    assert recipe.fallback_chain("first") == ["first", "second", "third"]
+    assert recipe.fallback_chain("third") == ["third"]
+    assert recipe.agents_used() == ["solo", "first", "second", "third"]  # not `spare`
