@@ -23,7 +23,7 @@ from ralph.items import item_key, numbered_items
 from ralph.providers.base import AttemptError, estimate_tokens
 from ralph.recipe.model import Recipe, Task
 from ralph.run.agents import DEFAULT_WORST_OUTPUT_TOKENS
-from ralph.run.outputs import OutputPathError, safe_output_path
+from ralph.run.outputs import OutputPathError
 from ralph.run.prepare import ItemRejected, Preparer
 
 if TYPE_CHECKING:
@@ -207,8 +207,6 @@ def _task_plan(
         answers[slot] = f"<answer of {task.name} item {key}>"
         try:
             prepared = preparer.prepare(index, item)
-            if prepared.output is not None:
-                safe_output_path(Path("out"), prepared.output)
         except (ItemRejected, OutputPathError) as exc:
             errors.append(ItemError(index, key, str(exc)))
             continue

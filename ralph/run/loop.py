@@ -172,10 +172,7 @@ class ItemLoop:
 
     def _prepare(self, number: int) -> Prepared:
         context = self.state.context(number, self.loop.history)
-        prepared = self.task_run.preparer.prepare(self.index, self.item, context)
-        if prepared.output is not None:
-            safe_output_path(self.shared.out_dir, prepared.output)
-        return prepared
+        return self.task_run.preparer.prepare(self.index, self.item, context)
 
     async def _answered(
         self, number: int, prepared: Prepared, rt: AgentRuntime, text: str, response: Response
@@ -279,8 +276,9 @@ class ItemLoop:
     def _finish_done(self, text: str, *, cached: bool) -> None:
         """Hand the final answer on like any finished item: output file, outputs.<task>."""
         state = self.state
+        path = safe_output_path(self.shared.out_dir, state.output) if state.output else None
         prepared = self.final or Prepared(
-            self.index, self.key, self.item, "", None, state.output, state.iteration
+            self.index, self.key, self.item, "", None, state.output, state.iteration, path
         )
         agent = state.agent or self.task_run.task.agent
         response = Response(text, state.tokens, 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ralph.filters import INPUT_FILTERS, Refused, apply_filters
@@ -16,6 +17,7 @@ from ralph.items import item_key
 from ralph.providers.base import Request
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent, Recipe, Task
+from ralph.run.outputs import safe_output_path
 from ralph.templates import base_context, compile_template, render
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ class Prepared:
     system: str | None
     output: str | None
     iteration: int | None = None
+    output_path: Path | None = None  # `output` resolved under the output folder, checked
 
     def request(self, agent: Agent) -> Request:
         return Request(
@@ -65,8 +68,11 @@ FIRST_ITERATION = LoopContext(1)
 class Preparer:
     """Renders a task's templates for each item; compiled once per task, not once per item."""
 
-    def __init__(self, recipe: Recipe, task: Task, outputs: Mapping[str, Any]) -> None:
+    def __init__(
+        self, recipe: Recipe, task: Task, outputs: Mapping[str, Any], out_dir: Path = Path("out")
+    ) -> None:
         self.task = task
+        self.out_dir = out_dir
         self.max_prompt_chars = recipe.limits.max_prompt_chars
         self._base = base_context(vars=thaw(recipe.vars), task=task.name, outputs=outputs)
         self._prompt_source = task.prompt if task.prompt is not None else _read(task)
@@ -94,7 +100,10 @@ class Preparer:
                 f"{self.max_prompt_chars}"
             )
         iteration = loop.iteration if loop is not None else None
-        return Prepared(index, item_key(item, index), item, prompt, system, output, iteration)
+        # checked before anything is sent: OutputPathError when it would leave the folder
+        path = safe_output_path(self.out_dir, output) if output is not None else None
+        key = item_key(item, index)
+        return Prepared(index, key, item, prompt, system, output, iteration, path)
 
     def instructions(self, item: Any, iteration: int) -> str:
         """System and prompt of `iteration` rendered without the earlier answers (empty when

@@ -22,7 +22,7 @@ from ralph.providers.base import AttemptError, Request, Response, estimate_token
 from ralph.recipe.model import Task
 from ralph.run.agents import AgentRuntime
 from ralph.run.loop import LoopTask
-from ralph.run.outputs import OutputPathError, jsonl_path, safe_output_path
+from ralph.run.outputs import OutputPathError, jsonl_path
 from ralph.run.prepare import ItemRejected, Prepared, Preparer
 from ralph.run.retry import backoff_s, is_retryable
 from ralph.run.writer import Done, Failed, Skipped, TaskWriter
@@ -52,7 +52,7 @@ class TaskRun:
         self.engine = engine
         self.task = task
         self.stats = engine.stats.tasks.setdefault(task.name, engine.new_task_stats())
-        self.preparer = Preparer(engine.recipe, task, engine.outputs)
+        self.preparer = Preparer(engine.recipe, task, engine.outputs, engine.options.out_dir)
         self.chain = engine.chain(task.agent)
         self.items = numbered_items(task.items, engine.options.shard)
         # a loop must really call its agent each iteration, so it never reads the cache
@@ -119,8 +119,6 @@ class TaskRun:
             return
         try:
             prepared = self.preparer.prepare(index, item)
-            if prepared.output is not None:
-                safe_output_path(self.engine.options.out_dir, prepared.output)
         except (ItemRejected, OutputPathError) as exc:
             self.refuse(index, item, exc)
             return

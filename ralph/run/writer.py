@@ -15,7 +15,7 @@ from ralph.cache import Entry, ResponseCache, short_key
 from ralph.errors import RalphError
 from ralph.observe.logs import flush_logs
 from ralph.providers.base import Response
-from ralph.run.outputs import OrderedJsonl, safe_output_path, write_atomic
+from ralph.run.outputs import OrderedJsonl, write_atomic
 from ralph.run.prepare import Prepared
 from ralph.secrets import redact
 
@@ -122,8 +122,8 @@ class TaskWriter:
         if self.answers is not None:
             by_id = prepared.key != str(prepared.index)
             self.answers[prepared.key if by_id else prepared.index] = outcome.text
-        if prepared.output is not None:
-            write_atomic(safe_output_path(self._out_dir, prepared.output), outcome.text)
+        if prepared.output_path is not None:
+            write_atomic(prepared.output_path, outcome.text)
         if self._jsonl is not None:
             self._jsonl.add(prepared.index, _line(outcome))
 

@@ -394,3 +394,34 @@ def test_a_loop_that_hit_max_iterations_goes_on_when_the_limit_is_raised(
     assert case.apply(ralph).code == 0
     assert case.calls() == [1, 2, 3, 4]
     assert case.lines()[0]["iterations"] == 4
+
+
+def test_a_finished_loop_writes_its_output_again_without_running(
+    ralph: Ralph, server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.script(["done: LOOP_COMPLETE"])
+    case = LoopCase(tmp_path)
+    write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: loop-output
+        agents:
+          writer: {{provider: openai, base_url: "{server.base_url}", model: m,
+                    api_key_env: OPENAI_API_KEY}}
+        tasks:
+          - name: build
+            agent: writer
+            prompt: "Iteration {{{{ iteration }}}}. Say {MARKER}"
+            output: "result-{{{{ iteration }}}}.md"
+            loop: {{until: LOOP_COMPLETE, max_iterations: 5}}
+        """,
+    )
+    assert case.apply(ralph).code == 0
+    result_file = case.out / "result-1.md"
+    assert result_file.read_text() == "done: LOOP_COMPLETE"
+    result_file.unlink()
+    server.reset()
+    assert case.apply(ralph).code == 0
+    assert server.counts.get(CHAT, 0) == 0, "a loop that ended done is not run again"
+    assert result_file.read_text() == "done: LOOP_COMPLETE"
