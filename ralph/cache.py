@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,41 @@ def short_key(key: str) -> str:
 
 
 def cache_key(agent: Agent, request: Request) -> str:
+    """SHA-256 of the canonical JSON (sorted keys) of `key_parts`: the definition of a key."""
     canonical = json.dumps(key_parts(agent, request), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+class KeyMaker:
+    """`cache_key` for one agent's requests, ~1 µs a key instead of ~4 on the hot path.
+
+    Everything but the prompt and the system text comes from the agent, so that part of the
+    canonical JSON is serialised and hashed once; a request whose model or params are not the
+    agent's takes the full `cache_key`.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        nonce = uuid.uuid4().hex  # stand-ins that cannot occur in the agent's own values
+        prompt, system = f"prompt-{nonce}", f"system-{nonce}"
+        stand_in = Request(prompt=prompt, system=system, model=agent.model, params=agent.params)
+        canonical = json.dumps(key_parts(agent, stand_in), sort_keys=True, ensure_ascii=False)
+        head, rest = canonical.split(f'"{prompt}"')  # "prompt" sorts before "system"
+        self._middle, self._tail = rest.split(f'"{system}"')
+        self._head = hashlib.sha256(head.encode())
+
+    def key(self, request: Request) -> str:
+        agent = self._agent
+        if request.params is not agent.params or request.model != agent.model:
+            return cache_key(agent, request)
+        encode = _ENCODER.encode
+        rest = encode(request.prompt) + self._middle + encode(request.system) + self._tail
+        digest = self._head.copy()
+        digest.update(rest.encode())
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -69,7 +103,12 @@ class ResponseCache:
 
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self._cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**40)
+        # cull_limit=0: diskcache would look for expired entries on every set; once per run,
+        # here, is enough (measured: ~2 µs an item on the hot path)
+        self._cache = diskcache.Cache(
+            str(directory), eviction_policy="none", size_limit=2**40, cull_limit=0
+        )
+        self._cache.expire()
         # The keys held when the run starts, while there are few enough to keep in memory:
         # a miss, the common case on a first run, then costs a set look-up, not an SQL query.
         self._known: set[str] | None = (

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ralph.cache import cache_key, short_key
+from ralph.cache import KeyMaker, short_key
 from ralph.errors import RalphError
 from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import item_key, numbered_items
@@ -193,6 +193,7 @@ def _task_plan(
     shard: Shard | None,
 ) -> TaskPlan:
     agent = recipe.agents[task.agent]
+    keys = KeyMaker(agent)
     preparer = Preparer(recipe, task, outputs)
     use_cache = task.cache.enabled and task.loop is None
     cached = input_tokens = sendable = 0
@@ -214,7 +215,7 @@ def _task_plan(
             prompts.append(
                 RenderedPrompt(index, key, prepared.system, prepared.prompt, prepared.output)
             )
-        request_key = cache_key(agent, prepared.request(agent))
+        request_key = keys.key(prepared.request(agent))
         prompt_keys[key] = short_key(request_key)
         answer = cache.answer(request_key) if use_cache else None
         answer = _filtered(answer, task)

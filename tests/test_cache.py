@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ralph.cache import Entry, ResponseCache, cache_key, default_cache_dir, key_parts
+from ralph.cache import Entry, KeyMaker, ResponseCache, cache_key, default_cache_dir, key_parts
 from ralph.providers.base import Request, Response
 from ralph.recipe.build import freeze
 from ralph.recipe.model import Agent
@@ -90,6 +90,26 @@ def test_command_agents_are_keyed_by_their_command_and_workdir(tmp_path: Path) -
     assert cache_key(longer, request) != base
     assert cache_key(dataclasses.replace(coder, command="claude -p"), request) != base
     assert cache_key(dataclasses.replace(coder, workdir=tmp_path / "sub"), request) != base
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        REQUEST,
+        dataclasses.replace(REQUEST, system=None),
+        dataclasses.replace(REQUEST, prompt='quotes " \\ \n\t\x00 é ☃ \U0001f600', system=""),
+        dataclasses.replace(REQUEST, model="gpt-4o"),
+        dataclasses.replace(REQUEST, params=freeze({"temperature": 0.3})),
+    ],
+)
+def test_the_fast_key_maker_gives_the_defined_key(request_: Request) -> None:
+    assert KeyMaker(AGENT).key(request_) == cache_key(AGENT, request_)
+
+
+def test_the_fast_key_maker_gives_the_defined_key_for_command_agents(tmp_path: Path) -> None:
+    coder = Agent(name="coder", provider="command", command=("claude", "-p"), workdir=tmp_path)
+    request = Request(prompt="build it", system="You code.", params=coder.params)
+    assert KeyMaker(coder).key(request) == cache_key(coder, request)
 
 
 def test_credentials_never_go_into_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ralph.cache import cache_key, short_key
+from ralph.cache import KeyMaker, short_key
 from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import item_key, numbered_items
 from ralph.observe.logs import event
@@ -54,6 +54,7 @@ class TaskRun:
         self.stats = engine.stats.tasks.setdefault(task.name, engine.new_task_stats())
         self.preparer = Preparer(engine.recipe, task, engine.outputs, engine.options.out_dir)
         self.chain = engine.chain(task.agent)
+        self.key_makers = [KeyMaker(rt.agent) for rt in self.chain]
         self.items = numbered_items(task.items, engine.options.shard)
         # a loop must really call its agent each iteration, so it never reads the cache
         self.use_cache = engine.cache is not None and task.cache.enabled and task.loop is None
@@ -123,9 +124,12 @@ class TaskRun:
             self.refuse(index, item, exc)
             return
         requests = [(rt, prepared.request(rt.agent)) for rt in self.chain]
-        keys = [cache_key(rt.agent, req) if self.use_cache else None for rt, req in requests]
+        keys = [
+            maker.key(req) if self.use_cache else None
+            for maker, (_, req) in zip(self.key_makers, requests, strict=True)
+        ]
         if self.engine.options.record_prompts:
-            primary = keys[0] or cache_key(self.chain[0].agent, requests[0][1])
+            primary = keys[0] or self.key_makers[0].key(requests[0][1])
             self.stats.prompts[prepared.key] = short_key(primary)
         if self._from_cache(prepared, requests, keys):
             return
