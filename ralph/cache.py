@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ralph.fastjson import dumps, loads
 from ralph.providers.base import Request, Response
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
@@ -121,7 +122,10 @@ class ResponseCache:
         value = self._cache.get(key)
         if not isinstance(value, str):
             return None
-        text, input_tokens, output_tokens, agent = json.loads(value)
+        try:
+            text, input_tokens, output_tokens, agent = loads(value)
+        except ValueError:  # not what ralph stores: a miss, which the run then replaces
+            return None
         return Response(text, input_tokens, output_tokens), agent
 
     def __contains__(self, key: str) -> bool:
@@ -132,7 +136,7 @@ class ResponseCache:
             for entry in entries:
                 # a JSON string is stored as text, not pickled: cheaper, and readable
                 response = entry.response
-                value = json.dumps(
+                value = dumps(
                     [response.text, response.input_tokens, response.output_tokens, entry.agent]
                 )
                 self._cache.set(entry.key, value, expire=entry.ttl_s)

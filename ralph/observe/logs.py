@@ -7,19 +7,29 @@ LogRecord per line: a log line costs ~6 µs on the hot path instead of ~10.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.core import LogData
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 LOGGER = "ralph.run"
 
 
-class EventFormatter(JsonFormatter):
-    """JSON lines of `{timestamp, level, event, ...fields}`."""
+class EventFormatter(OrjsonFormatter):
+    """JSON lines of `{timestamp, level, event, ...fields}`, through orjson (a line costs a
+    third of what the json module takes); the values orjson refuses (a lone surrogate in an
+    item's id, an integer past 64 bits) go through the json module."""
+
+    def jsonify_log_record(self, log_data: LogData) -> str:
+        try:
+            return super().jsonify_log_record(log_data)
+        except TypeError:
+            return json.dumps(log_data, default=str)
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
@@ -112,7 +122,9 @@ def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
     """Log one event; optional fields that are None are left out."""
     if logger.isEnabledFor(level):
         data = {"event": name}
-        data.update((k, v) for k, v in fields.items() if v is not None or k in CONTRACT_FIELDS)
+        for key, value in fields.items():
+            if value is not None or key in CONTRACT_FIELDS:
+                data[key] = value
         for handler in logger.handlers:
             if level < handler.level:
                 continue

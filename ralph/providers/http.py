@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from ralph.fastjson import JSONDecodeError, dumpb, loads
 from ralph.keys import KeySource, Secret
 from ralph.providers.base import AttemptError, Request, Response
 from ralph.recipe.build import thaw
@@ -39,8 +40,8 @@ async def send(
     except aiohttp.ClientError as exc:
         raise AttemptError("connection", f"connection failed: {exc.__class__.__name__}") from None
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return loads(raw)
+    except JSONDecodeError:
         raise AttemptError("invalid_response", "the answer is not JSON") from None
 
 
@@ -134,7 +135,7 @@ class HttpProvider:
         raise NotImplementedError
 
     async def complete(self, request: Request) -> Response:
-        payload = json.dumps(self.body(request)).encode()
+        payload = dumpb(self.body(request))
         try:
             data = await send(self.session, "POST", self.url, self.headers, payload, self.timeout)
         except AttemptError as error:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from ralph.fastjson import dumps
 
 if TYPE_CHECKING:
     from ralph.shard import Shard
@@ -87,7 +88,7 @@ class OrderedJsonl:
 
     def _write(self, record: dict[str, Any] | None) -> None:
         if record is not None:
-            self._handle.write(json.dumps(record, ensure_ascii=False, default=_plain) + "\n")
+            self._handle.write(dumps(record, default=_plain) + "\n")
 
 
 def _plain(value: Any) -> Any:
