@@ -23,7 +23,8 @@ class Shard:
 
     def owns(self, item: Any) -> bool:
         canonical = json.dumps(thaw(item), sort_keys=True, ensure_ascii=False, default=str)
-        digest = hashlib.sha256(canonical.encode()).digest()
+        # surrogatepass: an item holding a lone surrogate still has an owner
+        digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
         return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
 
     @property

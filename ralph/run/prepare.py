@@ -94,6 +94,8 @@ class Preparer:
             prompt = apply_filters(prompt, self.task.input_filters, INPUT_FILTERS)
         except Refused as exc:
             raise ItemRejected(str(exc), exc.security) from None
+        for field, text in (("prompt", prompt), ("system", system), ("output", output)):
+            self._check_unicode(field, text)
         if self.max_prompt_chars is not None and len(prompt) > self.max_prompt_chars:
             raise ItemRejected(
                 f"prompt has {len(prompt)} characters, more than limits.max_prompt_chars "
@@ -139,6 +141,20 @@ class Preparer:
                 raise ItemRejected(f"task '{self.task.name}' prompt_file{where}: {exc}") from None
             self._prompt_source = source
         return self._prompt
+
+    def _check_unicode(self, field: str, text: str | None) -> None:
+        """A lone surrogate (JSON items may escape one: "\\ud800") is not text any API, file
+        name or UTF-8 file can take: the item is refused here, before anything is sent."""
+        if text is None or text.isascii():
+            return
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            code = f"U+{ord(text[exc.start]):04X}"
+            raise ItemRejected(
+                f"task '{self.task.name}' {field}: character {exc.start} is a lone surrogate "
+                f"({code}), which is not valid Unicode text"
+            ) from None
 
     def _render(self, template: Template, context: dict[str, Any], field: str) -> str:
         from jinja2 import TemplateError

@@ -22,9 +22,11 @@ def recipe_text(
     limits: str = "",
     task_extra: str = "",
     provider: str = "openai",
+    for_each: str | None = None,
 ) -> str:
     env = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
     inline = ", ".join(f"{{id: i{n}, text: 'item {n}'}}" for n in range(items))
+    for_each = for_each or f"[{inline}]"
     return f"""
         version: 1
         name: engine-test
@@ -42,7 +44,7 @@ def recipe_text(
         tasks:
           - name: answer
             agent: writer
-            for_each: [{inline}]
+            for_each: {for_each}
             prompt: "Say {{{{ item.text }}}}"
             {task_extra}
     """
@@ -331,3 +333,26 @@ def test_requests_per_minute_paces_the_agent(
     started = time.perf_counter()
     assert apply(ralph, write_recipe(tmp_path, text), tmp_path).code == 0
     assert time.perf_counter() - started >= 0.4, "5 requests at 10 a second, evenly spaced"
+
+
+def test_an_item_with_a_lone_surrogate_is_refused_and_the_rest_run(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    items = '{"id": "bad", "text": "x \\ud800 y"}\n{"id": "\\udfff", "text": "ok"}\n'
+    recipe = write_recipe(
+        tmp_path,
+        recipe_text(server.base_url, for_each="{file: items.jsonl}"),
+        **{"items.jsonl": items},
+    )
+    result = apply(ralph, recipe, tmp_path, "--shard", "1/1")
+    assert result.code == 3, result.err
+    bad, good = lines(tmp_path / "out" / "answer.shard-1-of-1.jsonl")
+    assert bad["status"] == "failed" and bad["item"] == {"id": "bad", "text": "x \ud800 y"}
+    assert bad["error"] == (
+        "task 'answer' prompt: character 6 is a lone surrogate (U+D800), which is not valid "
+        "Unicode text"
+    )
+    assert good["status"] == "done" and good["item"] == {"id": "\udfff", "text": "ok"}
+    assert len(sent_to(server, CHAT)) == 1
+    events = lines(tmp_path / "log.jsonl")
+    assert {e["item"] for e in events if e["event"] == "attempt"} == {"\udfff"}
