@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ralph.errors import Problem
 from ralph.recipe.positions import Locator
@@ -89,6 +90,8 @@ def _agent_problems(agents: dict[str, Any], where: Locator) -> Iterator[Problem]
                 (*path, "command"),
                 "a command given as one string needs 'shell: true' (or give it as a list)",
             )
+        if (problem := _url_problem(agent.get("base_url"))) is not None:
+            yield where.problem((*path, "base_url"), problem)
         fallback = agent.get("fallback")
         if isinstance(fallback, str):
             if fallback not in agents:
@@ -279,11 +282,26 @@ def _health_problems(
     data: dict[str, Any], agents: dict[str, Any], where: Locator
 ) -> Iterator[Problem]:
     for index, check_spec in enumerate(_list(data.get("health_checks"))):
+        url = _mapping(_mapping(check_spec).get("http")).get("url")
+        if (problem := _url_problem(url)) is not None:
+            yield where.problem(("health_checks", index, "http", "url"), problem)
         agent = _mapping(check_spec).get("agent")
         if isinstance(agent, str) and agent not in agents:
             yield where.problem(
                 ("health_checks", index, "agent"), _unknown("agent", agent, list(agents))
             )
+
+
+def _url_problem(url: Any) -> str | None:
+    """Why an http(s) URL (the schema checked the scheme) cannot be used, if it cannot."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parsed lazily: an out-of-range port raises only here
+    except ValueError as exc:
+        return f"is not a usable URL: {exc}"
+    return None if parts.hostname else "is not a usable URL: it names no host"
 
 
 def _profile_problems(data: dict[str, Any], where: Locator) -> Iterator[Problem]:
