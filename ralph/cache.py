@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,9 @@ def cache_key(agent: Agent, request: Request) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
+def _json_string(text: str | None) -> str:
+    # what json.dumps(ensure_ascii=False) makes of a string, without building an encoder
+    return "null" if text is None else encode_basestring(text)
 
 
 class KeyMaker:
@@ -81,8 +84,8 @@ class KeyMaker:
         agent = self._agent
         if request.params is not agent.params or request.model != agent.model:
             return cache_key(agent, request)
-        encode = _ENCODER.encode
-        rest = encode(request.prompt) + self._middle + encode(request.system) + self._tail
+        rest = _json_string(request.prompt) + self._middle + _json_string(request.system)
+        rest += self._tail
         digest = self._head.copy()
         digest.update(rest.encode())
         return digest.hexdigest()

@@ -69,14 +69,17 @@ def base_context(**values: Any) -> dict[str, Any]:
 def render(template: Template, context: dict[str, Any]) -> str:
     """`template` rendered with `context`, which must start from `base_context`.
 
-    What Template.render does, less the merge of the globals into every context (shared=True
-    hands ours over as it is); errors go through Jinja's own handler, so they read the same.
+    What Template.render does, less two copies per render: the globals merged into every
+    context (ours is handed over as it is, as `new_context(shared=True)` would) and the set of
+    global names Template.new_context builds, which only importing templates reads. Errors go
+    through Jinja's own handler, so they read the same.
     """
-    rendered = template.new_context(context, shared=True)
+    env = environment()
+    rendered = env.context_class(env, context, template.name, template.blocks)
     try:
-        return environment().concat(template.root_render_func(rendered))
+        return env.concat(template.root_render_func(rendered))
     except Exception:
-        return environment().handle_exception()
+        return env.handle_exception()
 
 
 def check(source: str, scope: Scope) -> list[TemplateFinding]:

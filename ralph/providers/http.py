@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from ralph.fastjson import JSONDecodeError, dumpb, loads
 from ralph.keys import KeySource, Secret
@@ -22,7 +23,7 @@ _QUOTA_CODES = ("insufficient_quota", "quota_exceeded", "billing_hard_limit_reac
 async def send(
     session: aiohttp.ClientSession,
     method: str,
-    url: str,
+    url: str | URL,
     headers: dict[str, str],
     body: bytes | None,
     timeout: aiohttp.ClientTimeout,
@@ -119,7 +120,8 @@ class HttpProvider:
     def __init__(self, agent: Agent, keys: KeySource, session: aiohttp.ClientSession) -> None:
         self.agent = agent
         self.session = session
-        self.url = f"{(agent.base_url or '').rstrip('/')}{self.path}"
+        # parsed once (validate checked it parses), not by aiohttp on every request
+        self.url = URL(f"{(agent.base_url or '').rstrip('/')}{self.path}")
         self.timeout = aiohttp.ClientTimeout(total=agent.timeout_s)
         self._keys = keys
         self.headers = self._headers(keys.get())

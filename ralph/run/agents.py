@@ -18,6 +18,7 @@ class AgentRuntime:
         rate = agent.rate_limit
         self._requests = Pacer(rate.requests_per_minute) if rate.requests_per_minute else None
         self._tokens = Pacer(rate.tokens_per_minute) if rate.tokens_per_minute else None
+        self.paced = self._requests is not None or self._tokens is not None
         self.exhausted: str | None = None
         max_tokens = agent.params.get("max_tokens")
         self.worst_output = (

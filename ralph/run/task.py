@@ -213,8 +213,9 @@ class TaskRun:
             response: Response | None = None
             try:
                 async with rt.limit:
-                    tokens = estimate_tokens(request.prompt, rt.agent.chars_per_token)
-                    await rt.pace(tokens + rt.worst_output)
+                    if rt.paced:
+                        tokens = estimate_tokens(request.prompt, rt.agent.chars_per_token)
+                        await rt.pace(tokens + rt.worst_output)
                     started = time.perf_counter()
                     response = await rt.provider.complete(request)
                 text = self.filter_answer(response.text, prepared)
