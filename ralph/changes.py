@@ -60,7 +60,7 @@ class Changes:
 def load_summary(path: Path) -> dict[str, Any]:
     try:
         summary = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UsageError(f"{path}: cannot read the run summary: {exc}") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("tasks"), dict):
         raise UsageError(f"{path}: not a summary written by `ralph apply --summary-file`")

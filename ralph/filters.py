@@ -90,6 +90,8 @@ def _json(text: str, options: Any) -> str:
         value = json.loads(_strip(text, "all"))
     except json.JSONDecodeError as exc:
         raise AttemptError("invalid_response", f"answer is not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise AttemptError("invalid_response", "answer is JSON nested too deeply") from None
     # options from a recipe are frozen (read-only Mappings and tuples), not dicts: the schema
     # goes to jsonschema as the plain JSON it was written as
     schema = thaw(options.get("schema")) if isinstance(options, Mapping) else None

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from ralph.errors import ItemsError
 from ralph.recipe.model import ItemSource
@@ -58,21 +61,38 @@ def _open(path: Path, *, binary: bool = False) -> Any:
         raise ItemsError(str(path), 0, f"cannot read items file: {exc.strerror or exc}") from None
 
 
+# orjson reads integers past 64 bits as floats, where json keeps them exact; they have 19
+# digits or more, so a line without such a run of digits reads the same through either
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 def _jsonl(path: Path) -> Iterator[Any]:
     # bytes, decoded line by line: a bad byte is then reported on its own line, not on
     # whichever line the text decoder's read-ahead happened to be at
     with _open(path, binary=True) as handle:
         for number, raw in enumerate(handle, start=1):
+            if number > 1 and not _LONG_DIGITS.search(raw):
+                try:  # the fast path (a third of json's time); anything odd takes the other
+                    yield orjson.loads(raw)
+                    continue
+                except orjson.JSONDecodeError:
+                    pass
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError:
                 raise ItemsError(str(path), number, "not valid UTF-8") from None
             if not line.strip():
                 continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ItemsError(str(path), number, f"not valid JSON: {exc.msg}") from None
+            yield _json_value(line, path, number)
+
+
+def _json_value(text: str, path: Path, number: int) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ItemsError(str(path), exc.lineno + number - 1, f"not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ItemsError(str(path), number, "JSON nested too deeply") from None
 
 
 def _csv(path: Path) -> Iterator[Any]:
@@ -89,12 +109,10 @@ def _csv(path: Path) -> Iterator[Any]:
 def _json(path: Path) -> Iterator[Any]:
     with _open(path) as handle:
         try:
-            data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise ItemsError(str(path), exc.lineno, f"not valid JSON: {exc.msg}") from None
+            text = handle.read()
         except UnicodeDecodeError:
             raise ItemsError(str(path), 0, "not valid UTF-8") from None
-    yield from _as_list(data, path)
+    yield from _as_list(_json_value(text, path, 1), path)
 
 
 def _yaml(path: Path) -> Iterator[Any]:
@@ -109,6 +127,8 @@ def _yaml(path: Path) -> Iterator[Any]:
             raise ItemsError(str(path), line, f"not valid YAML: {exc.problem}") from None
         except YAMLError as exc:  # e.g. a control character, which has no mark
             raise ItemsError(str(path), 0, f"not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ItemsError(str(path), 0, "YAML nested too deeply") from None
         except UnicodeDecodeError:
             raise ItemsError(str(path), 0, "not valid UTF-8") from None
     yield from _as_list(data, path)

@@ -160,7 +160,7 @@ def check_fingerprints(saved: Mapping[str, str], recipe: Recipe) -> None:
 def load_saved_plan(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PlanError(f"{path}: cannot read the plan: {exc}") from None
     if not isinstance(data, dict) or data.get("kind") != PLAN_KIND:
         raise PlanError(f"{path}: not a plan saved by `ralph plan -o`")

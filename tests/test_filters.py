@@ -140,6 +140,12 @@ def test_an_answer_that_is_not_json_is_an_invalid_response() -> None:
     assert caught.value.kind == "invalid_response"
 
 
+def test_an_answer_nested_too_deeply_is_an_invalid_response_not_a_crash() -> None:
+    with pytest.raises(AttemptError, match="nested too deeply") as caught:
+        out("[" * 100_000 + "]" * 100_000, f("json"))
+    assert caught.value.kind == "invalid_response"
+
+
 SCHEMA = {
     "type": "object",
     "required": ["title", "tags"],

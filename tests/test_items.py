@@ -35,6 +35,27 @@ def test_jsonl_items_in_order(tmp_path: Path) -> None:
     assert list(iter_items(source(path))) == [{"id": 1, "body": "x"}, ["a list"], "a string", 7]
 
 
+def test_jsonl_numbers_are_exact_however_long(tmp_path: Path) -> None:
+    lines = ['{"n": 123456789012345678901234567890}', '{"n": -9223372036854775809}']
+    lines += ['{"n": 18446744073709551615, "f": 0.1, "e": 1e5}', '{"s": "1234567890123456789012"}']
+    path = write(tmp_path / "a.jsonl", "\n".join(["{}", *lines]) + "\n")
+    assert list(iter_items(source(path)))[1:] == [json.loads(line) for line in lines]
+    assert list(iter_items(source(path)))[1]["n"] == 123456789012345678901234567890
+
+
+def test_jsonl_takes_what_json_takes_beyond_strict_json(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.jsonl", '{"id": 0}\n[NaN, Infinity]\n"\\ud800"\n')
+    items = list(iter_items(source(path)))
+    assert str(items[1]) == "[nan, inf]" and items[2] == "\ud800"
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "a.json", "a.yaml"])
+def test_items_nested_too_deeply_are_an_items_error_not_a_crash(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path / name, "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ItemsError, match="nested too deeply"):
+        list(iter_items(source(path)))
+
+
 def test_jsonl_skips_blank_lines_and_takes_crlf(tmp_path: Path) -> None:
     path = write(tmp_path / "a.jsonl", '\n{"id": 1}\r\n   \r\n\t\n{"id": 2}\n\n')
     assert list(iter_items(source(path))) == [{"id": 1}, {"id": 2}]

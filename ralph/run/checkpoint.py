@@ -63,7 +63,7 @@ class LoopState:
         """The saved state, or a fresh one when there is none (or it is not ours)."""
         try:
             data = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return cls()
         if not isinstance(data, dict) or data.pop("version", None) != STATE_VERSION:
             return cls()
