@@ -120,17 +120,20 @@ CONTRACT_FIELDS = frozenset(
 def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
     """Log one event; optional fields that are None are left out."""
     if logger.isEnabledFor(level):
-        data = {"timestamp": _timestamp(), "level": _LEVELS[level], "event": name}
-        for key, value in fields.items():
-            if value is not None or key in CONTRACT_FIELDS:
-                data[key] = value
-        for handler in logger.handlers:
-            if level < handler.level:
-                continue
-            if isinstance(handler, EventHandler):
-                handler.write_event(data)
-            else:  # a handler someone else added gets an ordinary record
-                handler.handle(logger.makeRecord(logger.name, level, "ralph", 0, data, (), None))
+        kept = {k: v for k, v in fields.items() if v is not None or k in CONTRACT_FIELDS}
+        emit(logger, level, name, kept)
+
+
+def emit(logger: logging.Logger, level: int, name: str, fields: dict[str, Any]) -> None:
+    """Log one event of exactly these fields (callers on the hot path build them so)."""
+    data = {"timestamp": _timestamp(), "level": _LEVELS[level], "event": name, **fields}
+    for handler in logger.handlers:
+        if level < handler.level:
+            continue
+        if isinstance(handler, EventHandler):
+            handler.write_event(data)
+        else:  # a handler someone else added gets an ordinary record
+            handler.handle(logger.makeRecord(logger.name, level, "ralph", 0, data, (), None))
 
 
 class _Second:

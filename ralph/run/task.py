@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ralph.cache import KeyMaker, short_key
 from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import item_key, numbered_items
-from ralph.observe.logs import event
+from ralph.observe.logs import emit, event
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
 from ralph.recipe.model import Task
 from ralph.run.agents import AgentRuntime
@@ -290,28 +290,29 @@ class TaskRun:
         if not self.log.isEnabledFor(level):
             return  # skip the prompt hash and the fields too, not only the line
         agent = rt.agent
-        event(
-            self.log,
-            level,
-            "attempt",
-            task=self.task.name,
-            item=prepared.key,
-            agent=agent.name,
-            provider=agent.provider,
-            model=agent.model,
-            attempt=attempt,
-            status=error.kind if error else "ok",
-            latency_ms=round(latency_ms, 1),
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            cost_usd=round(cost, 8),
-            cache="miss" if key else "off",
-            cache_key=short_key(key) if key else None,
-            iteration=prepared.iteration,
-            prompt_chars=len(prepared.prompt),
-            prompt_sha=self.engine.prompt_hash(prepared.prompt),
-            error=str(error) if error else None,
-        )
+        fields = {
+            "task": self.task.name,
+            "item": prepared.key,
+            "agent": agent.name,
+            "provider": agent.provider,
+            "model": agent.model,
+            "attempt": attempt,
+            "status": error.kind if error else "ok",
+            "latency_ms": round(latency_ms, 1),
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "cost_usd": round(cost, 8),
+            "cache": "miss" if key else "off",
+        }  # the contract's fields, then the optional ones that are known
+        if key:
+            fields["cache_key"] = short_key(key)
+        if prepared.iteration is not None:
+            fields["iteration"] = prepared.iteration
+        fields["prompt_chars"] = len(prepared.prompt)
+        fields["prompt_sha"] = self.engine.prompt_hash(prepared.prompt)
+        if error:
+            fields["error"] = str(error)
+        emit(self.log, level, "attempt", fields)
 
     def succeed(self, done: Done) -> None:
         self.stats.done += 1
