@@ -7,7 +7,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from ralph.errors import Problem
 from ralph.recipe.positions import Locator
@@ -293,15 +292,17 @@ def _health_problems(
 
 
 def _url_problem(url: Any) -> str | None:
-    """Why an http(s) URL (the schema checked the scheme) cannot be used, if it cannot."""
+    """Why an http(s) URL (the schema checked the scheme) cannot be used, if it cannot: parsed
+    as aiohttp will parse it, so a URL that passes here cannot fail there."""
+    from yarl import URL
+
     if not isinstance(url, str):
         return None
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- parsed lazily: an out-of-range port raises only here
+        host = URL(url).host
     except ValueError as exc:
-        return f"is not a usable URL: {exc}"
-    return None if parts.hostname else "is not a usable URL: it names no host"
+        return f"is not a usable URL: {redact(str(exc))}"
+    return None if host else "is not a usable URL: it names no host"
 
 
 def _profile_problems(data: dict[str, Any], where: Locator) -> Iterator[Problem]:
