@@ -13,9 +13,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from ralph.errors import ItemsError
+from ralph.fastjson import JSONDecodeError, loads
 from ralph.recipe.model import ItemSource
 
 if TYPE_CHECKING:
@@ -66,24 +65,34 @@ def _open(path: Path, *, binary: bool = False) -> Any:
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
+_BLANK = object()
+
+
 def _jsonl(path: Path) -> Iterator[Any]:
-    # bytes, decoded line by line: a bad byte is then reported on its own line, not on
-    # whichever line the text decoder's read-ahead happened to be at
     with _open(path, binary=True) as handle:
         for number, raw in enumerate(handle, start=1):
-            if number > 1 and not _LONG_DIGITS.search(raw):
-                try:  # the fast path (a third of json's time); anything odd takes the other
-                    yield orjson.loads(raw)
-                    continue
-                except orjson.JSONDecodeError:
-                    pass
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise ItemsError(str(path), number, "not valid UTF-8") from None
-            if not line.strip():
+            item = _jsonl_item(raw, path, number)
+            if item is _BLANK:
                 continue
-            yield _json_value(line, path, number)
+            # only a line with that many brackets can hold an item nested that deep
+            if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(item):
+                raise ItemsError(str(path), number, _TOO_DEEP)
+            yield item
+
+
+def _jsonl_item(raw: bytes, path: Path, number: int) -> Any:
+    if number > 1 and not _LONG_DIGITS.search(raw):
+        try:  # the fast path (a third of json's time); anything odd takes the other
+            return loads(raw)
+        except JSONDecodeError:
+            pass
+    # bytes, decoded line by line: a bad byte is then reported on its own line, not on
+    # whichever line the text decoder's read-ahead happened to be at
+    try:
+        line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError:
+        raise ItemsError(str(path), number, "not valid UTF-8") from None
+    return _json_value(line, path, number) if line.strip() else _BLANK
 
 
 def _json_value(text: str, path: Path, number: int) -> Any:
@@ -92,7 +101,7 @@ def _json_value(text: str, path: Path, number: int) -> Any:
     except json.JSONDecodeError as exc:
         raise ItemsError(str(path), exc.lineno + number - 1, f"not valid JSON: {exc.msg}") from None
     except RecursionError:
-        raise ItemsError(str(path), number, "JSON nested too deeply") from None
+        raise ItemsError(str(path), number, _TOO_DEEP) from None
 
 
 def _csv(path: Path) -> Iterator[Any]:
@@ -128,7 +137,7 @@ def _yaml(path: Path) -> Iterator[Any]:
         except YAMLError as exc:  # e.g. a control character, which has no mark
             raise ItemsError(str(path), 0, f"not valid YAML: {exc}") from None
         except RecursionError:
-            raise ItemsError(str(path), 0, "YAML nested too deeply") from None
+            raise ItemsError(str(path), 0, _TOO_DEEP) from None
         except UnicodeDecodeError:
             raise ItemsError(str(path), 0, "not valid UTF-8") from None
     yield from _as_list(data, path)
@@ -137,4 +146,24 @@ def _yaml(path: Path) -> Iterator[Any]:
 def _as_list(data: Any, path: Path) -> list[Any]:
     if not isinstance(data, list):
         raise ItemsError(str(path), 1, "expected a list of items at the top of the file")
+    if any(_too_deep(item) for item in data):
+        raise ItemsError(str(path), 0, _TOO_DEEP)
     return data
+
+
+MAX_DEPTH = 100
+_TOO_DEEP = f"an item is nested more than {MAX_DEPTH} levels deep"
+
+
+def _too_deep(item: Any) -> bool:
+    """Nested deeper than MAX_DEPTH: rendering and writing such an item would run out of
+    Python's recursion (walked without recursing, for the same reason)."""
+    pending = [(item, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+    return False

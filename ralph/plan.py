@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ralph.cache import KeyMaker, short_key
 from ralph.errors import RalphError
+from ralph.fastjson import loads
 from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import item_key, numbered_items
 from ralph.providers.base import AttemptError, estimate_tokens
@@ -316,7 +317,7 @@ class _CachePeek:
         if mode == _MODE_TEXT_FILE and filename:
             value = (self._directory / filename).read_text("utf-8")
         try:
-            text = json.loads(value)[0]
+            text = loads(value)[0]
         except (TypeError, ValueError, IndexError):
             return None
         return text if isinstance(text, str) else None

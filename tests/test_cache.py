@@ -151,6 +151,18 @@ def test_put_many_and_get_round_trip(cache: ResponseCache) -> None:
     assert "absent" not in cache
 
 
+def test_a_value_ralph_did_not_write_is_a_miss_not_a_crash(tmp_path: Path) -> None:
+    import diskcache
+
+    with diskcache.Cache(str(tmp_path / "c")) as raw:
+        raw.set("not-json", "{oops")
+        raw.set("surrogate", '["\\ud800", 1, 2, "a"]')  # json would take it, orjson refuses
+        raw.set("short", '["text", 1]')
+    cache = ResponseCache(tmp_path / "c")
+    assert [cache.get(k) for k in ("not-json", "surrogate", "short")] == [None, None, None]
+    cache.close()
+
+
 def test_entries_survive_reopening(tmp_path: Path) -> None:
     first = ResponseCache(tmp_path / "c")
     first.put_many([Entry("k", Response("kept", 1, 1), "writer", None)])

@@ -52,7 +52,32 @@ def test_jsonl_takes_what_json_takes_beyond_strict_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["a.jsonl", "a.json", "a.yaml"])
 def test_items_nested_too_deeply_are_an_items_error_not_a_crash(tmp_path: Path, name: str) -> None:
     path = write(tmp_path / name, "[" * 100_000 + "]" * 100_000 + "\n")
-    with pytest.raises(ItemsError, match="nested too deeply"):
+    with pytest.raises(ItemsError, match="nested more than 100 levels"):
+        list(iter_items(source(path)))
+
+
+@pytest.mark.parametrize("depth", [101, 1010])
+@pytest.mark.parametrize("line", [1, 2])
+def test_jsonl_items_nested_past_the_limit_are_refused_on_their_line(
+    tmp_path: Path, depth: int, line: int
+) -> None:
+    """Parsers take such items (orjson up to 1024 levels), but rendering and writing them
+    would run out of recursion: they are refused where they are read."""
+    lines = ['{"id": 0}'] * (line - 1) + ["[" * depth + "]" * depth, '{"id": 9}']
+    path = write(tmp_path / "a.jsonl", "\n".join(lines) + "\n")
+    with pytest.raises(ItemsError, match="nested more than 100 levels") as caught:
+        list(iter_items(source(path)))
+    assert caught.value.line == line
+
+
+def test_items_nested_up_to_the_limit_are_read(tmp_path: Path) -> None:
+    deep = "[" * 100 + "]" * 100
+    path = write(tmp_path / "a.jsonl", f'{{"id": 0}}\n{deep}\n')
+    assert len(list(iter_items(source(path)))) == 2
+    path = write(tmp_path / "a.json", f"[{deep}]")
+    assert len(list(iter_items(source(path)))) == 1
+    path = write(tmp_path / "b.json", f"[[{deep}]]")
+    with pytest.raises(ItemsError, match="nested more than 100 levels"):
         list(iter_items(source(path)))
 
 

@@ -31,7 +31,7 @@ def merge(
     for path in files:
         try:
             summaries.append(json.loads(path.read_text("utf-8")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise UsageError(f"{path}: cannot read a summary: {exc}") from None
     merged = merge_summaries(summaries)
     if output is not None:

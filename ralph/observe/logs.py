@@ -7,7 +7,6 @@ LogRecord per line: a log line costs ~6 µs on the hot path instead of ~10.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -18,19 +17,21 @@ from typing import IO, Any
 from pythonjsonlogger.core import LogData
 from pythonjsonlogger.orjson import OrjsonFormatter
 
+from ralph.fastjson import dumps
+
 LOGGER = "ralph.run"
 
 
 class EventFormatter(OrjsonFormatter):
     """JSON lines of `{timestamp, level, event, ...fields}`, through orjson (a line costs a
     third of what the json module takes); the values orjson refuses (a lone surrogate in an
-    item's id, an integer past 64 bits) go through the json module."""
+    item's id, an integer past 64 bits) go through `fastjson`'s json fallback."""
 
     def jsonify_log_record(self, log_data: LogData) -> str:
         try:
             return super().jsonify_log_record(log_data)
         except TypeError:
-            return json.dumps(log_data, default=str)
+            return dumps(log_data, default=str)
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
@@ -82,7 +83,12 @@ def setup_logging(fmt: str, file: Path | None, *, quiet: bool = False) -> loggin
     close_logging()
     logger.propagate = False
     logger.setLevel(logging.WARNING if quiet and file is None else logging.INFO)
-    stream = file.open("a", encoding="utf-8", buffering=1 << 16) if file else sys.stderr
+    # backslashreplace, as stderr has: a lone surrogate from an item must not stop the run
+    stream = (
+        file.open("a", encoding="utf-8", errors="backslashreplace", buffering=1 << 16)
+        if file
+        else sys.stderr
+    )
     logger.addHandler(EventHandler(stream, EventFormatter() if fmt == "json" else TextFormatter()))
     return logger
 

@@ -3,7 +3,6 @@ HttpProvider, the base of the OpenAI and Anthropic providers."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import aiohttp
@@ -42,8 +41,8 @@ async def send(
         raise AttemptError("connection", f"connection failed: {exc.__class__.__name__}") from None
     try:
         return loads(raw)
-    except JSONDecodeError:
-        raise AttemptError("invalid_response", "the answer is not JSON") from None
+    except JSONDecodeError as exc:  # orjson's message says where, never what
+        raise AttemptError("invalid_response", f"the answer is not valid JSON ({exc})") from None
 
 
 def _status_error(status: int, retry_after: str | None, raw: bytes) -> AttemptError:
@@ -67,8 +66,8 @@ def _status_error(status: int, retry_after: str | None, raw: bytes) -> AttemptEr
 def _api_message(raw: bytes) -> str | None:
     """The provider's own error text: OpenAI `error.message`, Anthropic `error.message`."""
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = loads(raw)
+    except JSONDecodeError:
         return None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ralph.observe import logs
+from ralph.observe.logs import close_logging, event, setup_logging
 from ralph.testing import FakeLLMServer, Fault
 from tests.conftest import TEST_KEY, Result, write_recipe
 
@@ -273,3 +277,32 @@ def test_key_problems_are_security_events(
     kind = "key_missing" if setup == "missing" else "key_file_insecure"
     assert record["event"] == f"security.{kind}" and record["agent"] == "writer"
     assert TEST_KEY not in log.read_text() + result.err
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_an_item_id_with_a_lone_surrogate_is_logged_not_a_crash(fmt: str, tmp_path: Path) -> None:
+    log = setup_logging(fmt, tmp_path / "log.txt")
+    event(log, logging.WARNING, "item_failed", task="t", item="bad \ud800 id", big=2**70)
+    close_logging()
+    line = (tmp_path / "log.txt").read_text("utf-8").strip()
+    assert "\\ud800" in line
+    if fmt == "json":  # the json fallback writes the line orjson would have: compact, in order
+        assert (
+            line.startswith('{"timestamp":"')
+            and ',"level":"warning","event":"item_failed",' in line
+        )
+        assert json.loads(line)["item"] == "bad \ud800 id"
+
+
+def test_timestamps_are_iso_8601_with_microseconds_across_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for now, expected in [
+        (1_700_000_000.999999, "2023-11-14T22:13:20.999999+00:00"),
+        (1_700_000_001.0, "2023-11-14T22:13:21.000000+00:00"),
+        (1_700_000_001.5, "2023-11-14T22:13:21.500000+00:00"),
+        (1_699_999_999.25, "2023-11-14T22:13:19.250000+00:00"),
+    ]:
+        monkeypatch.setattr(logs.time, "time", lambda now=now: now)
+        assert logs._timestamp() == expected
+        assert datetime.fromisoformat(expected).timestamp() == pytest.approx(now, abs=1e-6)

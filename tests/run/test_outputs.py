@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import stat
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -167,3 +170,47 @@ def test_jsonl_records_with_odd_values_are_still_lines(out: Path) -> None:
     jsonl.add(0, {"index": 0, "when": Path("x"), "text": "two\nlines"})
     jsonl.close()
     assert _records(target) == [{"index": 0, "when": "x", "text": "two\nlines"}]
+
+
+ODD = {
+    "when": datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+    "day": datetime.date(2024, 1, 2),
+    "nan": math.nan,
+    "inf": -math.inf,
+    "text": "café",
+    "inline": MappingProxyType({"x": math.inf}),
+}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"big": 2**70}, {"keys": {1: "one"}}, {"lone": "\ud800"}],
+    ids=["orjson", "big-int", "int-key", "surrogate"],
+)
+def test_jsonl_lines_read_the_same_whichever_serialiser_wrote_them(
+    out: Path, extra: dict[str, object]
+) -> None:
+    """orjson writes most lines; those it refuses go through the json module, which must
+    write what orjson would: compact, UTF-8, NaN and infinities as null, dates as str()."""
+    target = out / "task.jsonl"
+    jsonl = OrderedJsonl(target)
+    jsonl.add(0, {**ODD, **extra})
+    jsonl.close()
+    raw = target.read_text("utf-8")
+    assert raw.startswith('{"when":"2024-01-02 03:04:05+00:00","day":"2024-01-02","nan":null,')
+    assert '"text":"café"' in raw and '"inline":{"x":null}' in raw
+    record = json.loads(raw)
+    assert record["inf"] is None and record["day"] == "2024-01-02"
+    if extra:
+        assert record == json.loads(json.dumps({**_plain_odd(), **extra}))
+
+
+def _plain_odd() -> dict[str, object]:
+    return {
+        **ODD,
+        "when": str(ODD["when"]),
+        "day": "2024-01-02",
+        "nan": None,
+        "inf": None,
+        "inline": {"x": None},
+    }
