@@ -58,6 +58,7 @@ class RecordedRequest:
     path: str
     body: Any  # the parsed JSON body, or None when it was empty or not JSON
     headers: dict[str, str]
+    peer: str = ""  # the client's host:port: requests on one kept-alive connection share it
 
 
 class FakeLLMServer:
@@ -241,7 +242,9 @@ class FakeLLMServer:
     def _admit(self, request: web.Request, body: Any, *, may_fault: bool) -> Fault | None:
         """Count and record the request, then pick its fault (refused requests get none)."""
         headers = {k.lower(): v for k, v in request.headers.items()}
-        record = RecordedRequest(request.method, request.path, body, headers)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        where = f"{peer[0]}:{peer[1]}" if peer else ""
+        record = RecordedRequest(request.method, request.path, body, headers, where)
         with self._lock:
             self._counts[record.path] += 1
             self._requests.append(record)
