@@ -64,8 +64,12 @@ def counts(summary: dict[str, Any]) -> dict[str, Any]:
         name: {k: v for k, v in figures.items() if k != "latency_ms"}
         for name, figures in summary["agents"].items()
     }
-    keep = ("status", "exit_code", "stopped_by", "totals", "tasks")
-    return {**{k: summary[k] for k in keep}, "agents": agents}
+    tasks = {
+        name: {k: v for k, v in figures.items() if k != "wall_s"}
+        for name, figures in summary["tasks"].items()
+    }
+    keep = ("status", "exit_code", "stopped_by", "totals")
+    return {**{k: summary[k] for k in keep}, "tasks": tasks, "agents": agents}
 
 
 def test_merged_shard_summaries_equal_a_single_run(
@@ -103,6 +107,11 @@ def test_merged_shard_summaries_equal_a_single_run(
     merged = json.loads(merged_file.read_text())
     assert counts(merged) == counts(single)
     assert merged["shards"] == ["1/3", "2/3", "3/3"]
+    for name, task in merged["tasks"].items():  # shards run side by side: the longest counts
+        timings = [s["tasks"][name]["wall_s"] for s in shards]
+        assert task["wall_s"] == max(timings) and all(
+            0 < t <= s["wall_s"] for t, s in zip(timings, shards, strict=True)
+        )
     jsonl = sorted(p.name for p in (tmp_path / "out").glob("answer*.jsonl"))
     assert jsonl == ["answer.jsonl", *(f"answer.shard-{k}-of-3.jsonl" for k in (1, 2, 3))]
     lines = [

@@ -86,6 +86,9 @@ def _add(left: dict[str, Any], right: dict[str, Any], agent: bool) -> dict[str, 
         out["latency_ms"] = {"p50": None, "p95": None, "max": max(highest, default=None)}
         return out
     out["failures"] = _counts(left.get("failures"), right.get("failures"))
+    out["wall_s"] = max(
+        left.get("wall_s", 0.0), right.get("wall_s", 0.0)
+    )  # shards run side by side
     if "prompts" in left or "prompts" in right:
         out["prompts"] = {**left.get("prompts", {}), **right.get("prompts", {})}
     if "loop" in left or "loop" in right:

@@ -55,6 +55,7 @@ class TaskStats:
     prompts: dict[str, str] = field(default_factory=dict)  # item → prompt key, for plan --against
     iterations: int = 0  # loop tasks: iterations run, and how each item's loop ended
     loop_stops: Counter[str] = field(default_factory=Counter)
+    wall_s: float = 0.0  # from its first item to its last result
 
     def as_dict(self) -> dict[str, Any]:
         figures: dict[str, Any] = {
@@ -65,6 +66,7 @@ class TaskStats:
             "not_started": self.not_started,
             "pending": self.items - self.done - self.failed - self.not_started,
             "failures": dict(self.failures.most_common()),
+            "wall_s": round(self.wall_s, 3),
         }
         if self.prompts:
             figures["prompts"] = dict(self.prompts)

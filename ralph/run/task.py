@@ -73,6 +73,7 @@ class TaskRun:
         self.log = engine.logger
 
     async def run(self) -> None:
+        started = time.monotonic()
         count = min(
             sum(rt.limit.ceiling for rt in self.chain), self.engine.options.concurrency or 10**9
         )
@@ -90,6 +91,7 @@ class TaskRun:
             if self.loops is not None:
                 self.loops.close()
             self._publish_answers()
+            self.stats.wall_s += time.monotonic() - started
         for result in results:
             if isinstance(result, Exception):
                 raise result
