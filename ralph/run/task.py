@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from ralph.run.engine import Engine
 
 FLUSH_INTERVAL_S = 0.05
+YIELD_EVERY = 64
+"""Items a worker handles before it lets the event loop run: cache hits and the echo agent
+never wait, and without this a long run of them would hold off Ctrl-C, the periodic flush
+and --serve until it ended."""
 
 
 class _Stopped:
@@ -108,6 +112,7 @@ class TaskRun:
         self.stats.not_started += rest
 
     async def _worker(self) -> None:
+        handled = 0
         while not self.engine.stopping:
             try:
                 index, item = next(self.items)
@@ -115,6 +120,9 @@ class TaskRun:
                 return
             self.stats.items += 1
             await self._process(index, item)
+            handled += 1
+            if handled % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
 
     async def _process(self, index: int, item: Any) -> None:
         if self.loops is not None:

@@ -149,3 +149,36 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - interrupted < 1.5
     agent = int((tmp_path / "started").read_text())
     assert gone(agent), "the agent outlived ralph"
+
+
+def test_ctrl_c_stops_a_run_whose_items_never_wait(tmp_path: Path) -> None:
+    """Echo answers (like cache hits) never wait on the network: the workers must still let
+    the event loop see Ctrl-C, not finish every item first."""
+    items = 400_000
+    (tmp_path / "items.jsonl").write_text("".join(f"{n}\n" for n in range(items)))
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: never-waits
+        agents: {local: {provider: echo}}
+        tasks: [{name: t, agent: local, for_each: {file: items.jsonl}, prompt: "{{ item }}"}]
+    """,
+    )
+    out, log = tmp_path / "out", tmp_path / "log.jsonl"
+    command = [sys.executable, "-m", "ralph", "apply", str(recipe), "--out", str(out)]
+    process = subprocess.Popen(
+        [*command, "--quiet", "--log-file", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while not (log.is_file() and log.stat().st_size > 100_000):  # well under way
+        assert process.poll() is None and time.monotonic() < deadline, "never got going"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err.decode()
+    assert time.monotonic() - sent < 5, "Ctrl-C waited for the run to finish"
+    assert len((out / "t.jsonl").read_text().splitlines()) < items
