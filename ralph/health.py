@@ -8,7 +8,6 @@ then the recipe's own `health_checks:`, then the folders a run writes to.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -42,21 +41,12 @@ Probe = Callable[[], Awaitable[str | None]]
 
 
 async def run_checks(
-    recipe: Recipe,
-    out_dir: Path,
-    cache_dir: Path | None,
-    *,
-    keys: KeyRing | None = None,
-    session: aiohttp.ClientSession | None = None,
+    recipe: Recipe, out_dir: Path, cache_dir: Path | None, *, keys: KeyRing | None = None
 ) -> list[CheckResult]:
-    """Every check, concurrently; each result says what was checked and what went wrong.
-    A run passes its own session (one per run); `ralph health` has one made here."""
+    """Every check, concurrently; each result says what was checked and what went wrong."""
     import aiohttp
 
-    async with contextlib.AsyncExitStack() as stack:
-        if session is None:
-            session = aiohttp.ClientSession(trust_env=False)
-            stack.push_async_callback(session.close)
+    async with aiohttp.ClientSession(trust_env=False) as session:
         ring = keys or KeyRing(recipe.agents)
         probes = [_agent_probe(recipe, name, session, ring) for name in recipe.agents_used()]
         probes += _recipe_probes(recipe, session, ring)
@@ -163,17 +153,12 @@ def _writable(folder: Path) -> Probe:
     return probe
 
 
-async def require_healthy(
-    recipe: Recipe,
-    out_dir: Path,
-    cache_dir: Path | None,
-    *,
-    keys: KeyRing | None = None,
-    session: aiohttp.ClientSession | None = None,
+def require_healthy(
+    recipe: Recipe, out_dir: Path, cache_dir: Path | None, *, keys: KeyRing | None = None
 ) -> None:
     """HealthError naming every failing check, or nothing."""
-    checks = await run_checks(recipe, out_dir, cache_dir, keys=keys, session=session)
-    failed = [r for r in checks if not r.ok]
+    checks = run_checks(recipe, out_dir, cache_dir, keys=keys)
+    failed = [r for r in asyncio.run(checks) if not r.ok]
     if failed:
         reasons = "; ".join(f"{r.name}: {r.detail}" for r in failed)
         raise HealthError(f"health check failed, nothing was sent ({reasons})")

@@ -145,14 +145,3 @@ def test_apply_refuses_to_start_when_a_check_fails(
     assert "HTTP 200, expected 204" in result.err
     assert server.counts.get("/v1/chat/completions", 0) == 0
     assert not (tmp_path / "out").exists()
-
-
-def test_the_checks_and_the_run_share_one_session_and_its_connection(
-    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
-) -> None:
-    recipe = recipe_with(tmp_path, openai_agent(server.base_url))
-    result = ralph("apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet")
-    assert result.code == 0, result.err
-    paths = [r.path for r in server.requests]
-    assert paths == ["/v1/models", "/v1/chat/completions"]
-    assert len({r.peer for r in server.requests}) == 1 and server.requests[0].peer

@@ -112,10 +112,13 @@ def apply(
         shard=shard_option(shard),
         serve=parse_address(serve) if serve else None,
         record_prompts=summary_file is not None and summary_file.suffix != ".prom",
-        check_health=not skip_health,
     )
     # one key ring for the health checks and the run: each key is read once
     keys = KeyRing(model.agents, allow_insecure_file=allow_insecure_key_file)
+    if not skip_health:
+        from ralph.health import require_healthy
+
+        require_healthy(model, out, resolved_cache, keys=keys)
     return _run(model, options, keys, log_format, log_file, summary_file, quiet)
 
 

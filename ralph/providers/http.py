@@ -39,6 +39,8 @@ async def send(
         raise AttemptError("timeout", f"no answer within {timeout.total:g}s") from None
     except aiohttp.ClientError as exc:
         raise AttemptError("connection", f"connection failed: {exc.__class__.__name__}") from None
+    except UnicodeError:  # the resolver cannot encode the host name (validate catches most)
+        raise AttemptError("connection", "connection failed: the host name is not valid") from None
     try:
         return loads(raw)
     except JSONDecodeError as exc:  # orjson's message says where, never what

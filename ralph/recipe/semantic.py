@@ -299,10 +299,14 @@ def _url_problem(url: Any) -> str | None:
     if not isinstance(url, str):
         return None
     try:
-        host = URL(url).host
+        host = URL(url).raw_host  # as DNS will see it: IDNA-encoded
     except ValueError as exc:
         return f"is not a usable URL: {redact(str(exc))}"
-    return None if host else "is not a usable URL: it names no host"
+    if not host:
+        return "is not a usable URL: it names no host"
+    if any(len(label) > 63 for label in host.split(".")) or len(host) > 253:
+        return "is not a usable URL: a host name label is over 63 characters (or the name over 253)"
+    return None
 
 
 def _profile_problems(data: dict[str, Any], where: Locator) -> Iterator[Problem]:

@@ -48,7 +48,6 @@ class RunOptions:
     shard: Shard | None = None
     serve: tuple[str, int] | None = None
     record_prompts: bool = False  # each item's prompt key in the summary, for plan --against
-    check_health: bool = False  # the health checks first, on the run's session
 
 
 class Engine:
@@ -128,19 +127,17 @@ class Engine:
         from ralph.run.task import TaskRun
 
         used = set(self.recipe.agents_used())
+        keys = {name: self._keys(name) for name in used}
+        self.options.out_dir.mkdir(parents=True, exist_ok=True)
         async with contextlib.AsyncExitStack() as stack:
             stack.enter_context(_on_sigint(asyncio.get_running_loop(), self.interrupt))
+            if self.options.cache_dir is not None:
+                self.cache = ResponseCache(self.options.cache_dir)
+                stack.callback(self.cache.close)
             session = None
             if used & _http(self.recipe):
                 session = _session(self.recipe, used, self.options)
                 stack.push_async_callback(session.close)
-            if self.options.check_health:  # before anything is read, created or sent
-                await self._require_healthy(session)
-            keys = {name: self._keys(name) for name in used}
-            self.options.out_dir.mkdir(parents=True, exist_ok=True)
-            if self.options.cache_dir is not None:
-                self.cache = ResponseCache(self.options.cache_dir)
-                stack.callback(self.cache.close)
             if self.options.serve is not None:
                 await self._serve(stack, *self.options.serve)
             self.runtimes = {name: self._runtime(name, keys[name], session) for name in used}
@@ -152,14 +149,6 @@ class Engine:
             self.stats.finished = True
         self.stats.wall_s = time.monotonic() - self.stats.started
         return self.stats
-
-    async def _require_healthy(self, session: aiohttp.ClientSession | None) -> None:
-        from ralph.health import require_healthy
-
-        options = self.options
-        await require_healthy(
-            self.recipe, options.out_dir, options.cache_dir, keys=self.keys, session=session
-        )
 
     async def _serve(self, stack: contextlib.AsyncExitStack, host: str, port: int) -> None:
         from ralph.observe.metrics import StatusServer

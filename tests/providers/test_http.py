@@ -175,6 +175,21 @@ def test_a_dropped_connection_is_connection(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_host_name_the_resolver_cannot_encode_is_connection_not_a_crash(kind: str) -> None:
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> AttemptError:
+        provider = make(kind, f"http://{'a' * 64}.invalid/v1", session)
+        with pytest.raises(AttemptError) as caught:
+            await provider.complete(REQUEST)
+        return caught.value
+
+    error: AttemptError = against_fake(scenario)
+    assert (error.kind, str(error)) == (
+        "connection",
+        "connection failed: the host name is not valid",
+    )
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
 def test_a_truncated_body_is_an_invalid_response(kind: str) -> None:
     error = failure(kind, Fault("invalid_json"))
     assert error.kind == "invalid_response"

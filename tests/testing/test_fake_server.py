@@ -164,6 +164,20 @@ def test_models_and_healthz(server: FakeLLMServer) -> None:
     assert (health.status, health.text) == (200, "ok")
 
 
+def test_each_request_records_its_connection_as_peer(server: FakeLLMServer) -> None:
+    async def two_on_one_connection() -> None:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                async with session.get(f"{server.base_url}/models") as response:
+                    await response.read()
+
+    asyncio.run(two_on_one_connection())
+    call("GET", f"{server.base_url}/models")  # a session, so a connection, of its own
+    first, second, third = (r.peer for r in server.requests)
+    assert first == second != third
+    assert first.startswith("127.0.0.1:") and third.startswith("127.0.0.1:")
+
+
 # -- auth ----------------------------------------------------------------------------------------
 
 
