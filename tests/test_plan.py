@@ -96,8 +96,12 @@ def test_rendering_errors_are_reported_before_anything_is_sent(
     result = ralph("apply", str(recipe), "--dry-run")
     assert result.code == 1
     assert "items of summarize that cannot be sent:" in result.out
-    assert "[4] item t9: task 'summarize' prompt" in result.out
-    assert "'dict object' has no attribute 'body'" in result.out
+    # where the failing template line is written in the recipe, then which line of the template
+    failing = next(
+        n for n, line in enumerate(recipe.read_text().splitlines(), 1) if ".body" in line
+    )
+    where = f"{recipe}:{failing}:7: task 'summarize' prompt line 2"
+    assert f"[4] item t9: {where}: 'dict object' has no attribute 'body'" in result.out
 
 
 def test_limit_that_would_stop_the_run_exits_4(

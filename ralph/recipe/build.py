@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -14,8 +14,18 @@ _HTTP_TIMEOUT_S = 60.0
 _COMMAND_TIMEOUT_S = 600.0  # local agents edit files and run tests; a minute is rarely enough
 
 
+Sites = Callable[[int, str, str, str], tuple[str, ...]]
+"""(task index, task name, template field, template) → where each of its lines is written."""
+
+TEMPLATE_FIELDS = ("prompt", "system", "output")
+
+
 def build_recipe(
-    data: dict[str, Any], path: Path, profile: str | None = None, overrides: Sequence[str] = ()
+    data: dict[str, Any],
+    path: Path,
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+    sites: Sites | None = None,
 ) -> m.Recipe:
     base_dir = path.parent.resolve()
     agents = {name: _agent(name, spec, base_dir) for name, spec in data["agents"].items()}
@@ -26,7 +36,10 @@ def build_recipe(
         vars=freeze(data.get("vars", {})),
         agents=MappingProxyType(agents),
         limits=_limits(data.get("limits", {})),
-        tasks=tuple(_task(spec, agents, base_dir) for spec in data["tasks"]),
+        tasks=tuple(
+            _task(spec, agents, base_dir, _sites_of(index, spec, sites))
+            for index, spec in enumerate(data["tasks"])
+        ),
         health_checks=tuple(_health(spec) for spec in data.get("health_checks", [])),
         profile=profile,
         overrides=tuple(overrides),
@@ -128,7 +141,24 @@ def _limits(spec: dict[str, Any]) -> m.Limits:
     )
 
 
-def _task(spec: dict[str, Any], agents: dict[str, m.Agent], base_dir: Path) -> m.Task:
+def _sites_of(
+    index: int, spec: dict[str, Any], sites: Sites | None
+) -> Mapping[str, tuple[str, ...]]:
+    if sites is None:
+        return MappingProxyType({})
+    name = spec["name"]
+    found = {
+        f: sites(index, name, f, spec[f]) for f in TEMPLATE_FIELDS if isinstance(spec.get(f), str)
+    }
+    return MappingProxyType({f: lines for f, lines in found.items() if lines})
+
+
+def _task(
+    spec: dict[str, Any],
+    agents: dict[str, m.Agent],
+    base_dir: Path,
+    sites: Mapping[str, tuple[str, ...]],
+) -> m.Task:
     filters = spec.get("filters", {})
     return m.Task(
         name=spec["name"],
@@ -142,6 +172,7 @@ def _task(spec: dict[str, Any], agents: dict[str, m.Agent], base_dir: Path) -> m
         output_filters=tuple(_filter(f) for f in filters.get("output", [])),
         cache=_cache(spec.get("cache"), agents[spec["agent"]].provider == "command"),
         loop=_loop(spec["loop"]) if "loop" in spec else None,
+        template_sites=sites,
     )
 
 

@@ -164,6 +164,11 @@ class Task:
     output_filters: tuple[Filter, ...] = ()
     cache: CachePolicy = CachePolicy()
     loop: Loop | None = None
+    # where each line of the prompt, system and output templates is written in the recipe
+    # ("file:line:col", one per template line), so an error while rendering can point there
+    template_sites: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 @dataclass(frozen=True)

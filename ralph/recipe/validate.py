@@ -6,12 +6,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ralph.errors import Problem, RecipeError, UsageError
 from ralph.recipe.load import MAX_BYTES, Source, load_source
 from ralph.recipe.model import Recipe
 from ralph.recipe.positions import Locator
+
+if TYPE_CHECKING:
+    from ralph.recipe.build import Sites
 
 _RECIPE_MARKERS = (
     re.compile(rb"^(?:\xef\xbb\xbf)?version\s*:", re.M),
@@ -128,7 +131,25 @@ def check_file(path: Path, profile: str | None = None, sets: Sequence[str] = ())
     )
     if unique:
         return FileReport(display, tuple(unique), None)
-    return FileReport(display, (), build_recipe(data, path, profile, sets))
+    where = Locator(display, source.tree, source.text, profile)
+    return FileReport(display, (), build_recipe(data, path, profile, sets, _sites(where, sets)))
+
+
+def _sites(where: Locator, sets: Sequence[str]) -> Sites:
+    """Where each template line is written; nowhere for a template a --set replaced, whose
+    text is not in the file."""
+    from ralph.recipe.overrides import parse_set
+
+    replaced = {tuple(parts[:3]) for parts, _ in map(parse_set, sets) if parts[0] == "tasks"}
+
+    def sites(index: int, name: str, field: str, template: str) -> tuple[str, ...]:
+        if ("tasks", name, field) in replaced:
+            return ()
+        lines = range(1, template.count("\n") + 2)
+        found = (where.template_problem(("tasks", index, field), n, "") for n in lines)
+        return tuple(f"{p.file}:{p.line}:{p.column}" for p in found)
+
+    return sites
 
 
 def _problems(

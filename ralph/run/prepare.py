@@ -162,13 +162,35 @@ class Preparer:
         try:
             return render(template, context)
         except TemplateError as exc:
-            line = getattr(exc, "lineno", None)
-            where = f" line {line}" if line else ""
-            raise ItemRejected(f"task '{self.task.name}' {field}{where}: {exc}") from None
+            raise ItemRejected(self._render_error(field, exc, str(exc))) from None
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-            raise ItemRejected(
-                f"task '{self.task.name}' {field}: {exc.__class__.__name__}: {exc}"
-            ) from None
+            message = f"{exc.__class__.__name__}: {exc}"
+            raise ItemRejected(self._render_error(field, exc, message)) from None
+
+    def _render_error(self, field: str, exc: Exception, message: str) -> str:
+        """`file:line:col: task 't' prompt line 2: ...`, pointing into the recipe (or the
+        prompt file) where the failing template line is written, when that is known."""
+        line = _template_line(exc)
+        if self.task.prompt_file is not None and field == "prompt":
+            site = f"{self.task.prompt_file}:{line}: " if line else ""
+            field = "prompt_file"
+        else:
+            sites = self.task.template_sites.get(field, ())
+            site = f"{sites[min(line or 1, len(sites)) - 1]}: " if sites else ""
+        where = f" line {line}" if line else ""
+        return f"{site}task '{self.task.name}' {field}{where}: {message}"
+
+
+def _template_line(exc: Exception) -> int | None:
+    """The template line an error was raised at: Jinja gives syntax errors a `lineno`, and
+    rewrites the traceback of any other error so that a frame stands for the template line."""
+    line: int | None = getattr(exc, "lineno", None)
+    traceback = exc.__traceback__
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == "<template>":
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return line
 
 
 def _read(task: Task) -> str:
