@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("-c", type=int, default=50)
     parser.add_argument("--rss-items", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--repeat", type=int, default=5, help="best of this many runs")
     parser.add_argument("--bare", metavar="URL", help=argparse.SUPPRESS)  # see bare_process
     args = parser.parse_args()
     if args.bare:
