@@ -14,10 +14,8 @@ _HTTP_TIMEOUT_S = 60.0
 _COMMAND_TIMEOUT_S = 600.0  # local agents edit files and run tests; a minute is rarely enough
 
 
-Sites = Callable[[int, str, str, str], tuple[str, ...]]
-"""(task index, task name, template field, template) → where each of its lines is written."""
-
-TEMPLATE_FIELDS = ("prompt", "system", "output")
+Sites = Callable[[int, str], m.TemplateSite]
+"""(task index, task name) → where that task's template lines are written."""
 
 
 def build_recipe(
@@ -37,7 +35,7 @@ def build_recipe(
         agents=MappingProxyType(agents),
         limits=_limits(data.get("limits", {})),
         tasks=tuple(
-            _task(spec, agents, base_dir, _sites_of(index, spec, sites))
+            _task(spec, agents, base_dir, sites(index, spec["name"]) if sites else None)
             for index, spec in enumerate(data["tasks"])
         ),
         health_checks=tuple(_health(spec) for spec in data.get("health_checks", [])),
@@ -141,23 +139,11 @@ def _limits(spec: dict[str, Any]) -> m.Limits:
     )
 
 
-def _sites_of(
-    index: int, spec: dict[str, Any], sites: Sites | None
-) -> Mapping[str, tuple[str, ...]]:
-    if sites is None:
-        return MappingProxyType({})
-    name = spec["name"]
-    found = {
-        f: sites(index, name, f, spec[f]) for f in TEMPLATE_FIELDS if isinstance(spec.get(f), str)
-    }
-    return MappingProxyType({f: lines for f, lines in found.items() if lines})
-
-
 def _task(
     spec: dict[str, Any],
     agents: dict[str, m.Agent],
     base_dir: Path,
-    sites: Mapping[str, tuple[str, ...]],
+    site: m.TemplateSite | None,
 ) -> m.Task:
     filters = spec.get("filters", {})
     return m.Task(
@@ -172,7 +158,7 @@ def _task(
         output_filters=tuple(_filter(f) for f in filters.get("output", [])),
         cache=_cache(spec.get("cache"), agents[spec["agent"]].provider == "command"),
         loop=_loop(spec["loop"]) if "loop" in spec else None,
-        template_sites=sites,
+        template_site=site,
     )
 
 

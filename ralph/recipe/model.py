@@ -5,7 +5,7 @@ Durations are seconds, sizes bytes, paths absolute, and every default is filled 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -164,11 +164,12 @@ class Task:
     output_filters: tuple[Filter, ...] = ()
     cache: CachePolicy = CachePolicy()
     loop: Loop | None = None
-    # where each line of the prompt, system and output templates is written in the recipe
-    # ("file:line:col", one per template line), so an error while rendering can point there
-    template_sites: Mapping[str, tuple[str, ...]] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    # where a line of the prompt, system or output template is written in the recipe, so an
+    # error while rendering can point there: (field, template line) → "file:line:col" or None
+    template_site: TemplateSite | None = field(default=None, compare=False)
+
+
+TemplateSite = Callable[[str, int], str | None]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ralph.errors import Problem, RecipeError, UsageError
 from ralph.recipe.load import MAX_BYTES, Source, load_source
-from ralph.recipe.model import Recipe
+from ralph.recipe.model import Recipe, TemplateSite
 from ralph.recipe.positions import Locator
 
 if TYPE_CHECKING:
@@ -136,18 +136,21 @@ def check_file(path: Path, profile: str | None = None, sets: Sequence[str] = ())
 
 
 def _sites(where: Locator, sets: Sequence[str]) -> Sites:
-    """Where each template line is written; nowhere for a template a --set replaced, whose
-    text is not in the file."""
+    """Where template lines are written, looked up only when an error needs one (the Locator
+    walks the YAML tree); nowhere for a template a --set replaced, whose text is not in the
+    file."""
     from ralph.recipe.overrides import parse_set
 
     replaced = {tuple(parts[:3]) for parts, _ in map(parse_set, sets) if parts[0] == "tasks"}
 
-    def sites(index: int, name: str, field: str, template: str) -> tuple[str, ...]:
-        if ("tasks", name, field) in replaced:
-            return ()
-        lines = range(1, template.count("\n") + 2)
-        found = (where.template_problem(("tasks", index, field), n, "") for n in lines)
-        return tuple(f"{p.file}:{p.line}:{p.column}" for p in found)
+    def sites(index: int, name: str) -> TemplateSite:
+        def site(field: str, line: int) -> str | None:
+            if ("tasks", name, field) in replaced:
+                return None
+            found = where.template_problem(("tasks", index, field), line, "")
+            return f"{found.file}:{found.line}:{found.column}"
+
+        return site
 
     return sites
 

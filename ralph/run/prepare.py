@@ -136,9 +136,7 @@ class Preparer:
             try:
                 self._prompt = compile_template(source)
             except TemplateError as exc:
-                line = getattr(exc, "lineno", None)
-                where = f" line {line}" if line else ""
-                raise ItemRejected(f"task '{self.task.name}' prompt_file{where}: {exc}") from None
+                raise ItemRejected(self._render_error("prompt", exc, str(exc))) from None
             self._prompt_source = source
         return self._prompt
 
@@ -175,8 +173,8 @@ class Preparer:
             site = f"{self.task.prompt_file}:{line}: " if line else ""
             field = "prompt_file"
         else:
-            sites = self.task.template_sites.get(field, ())
-            site = f"{sites[min(line or 1, len(sites)) - 1]}: " if sites else ""
+            found = self.task.template_site(field, line or 1) if self.task.template_site else None
+            site = f"{found}: " if found else ""
         where = f" line {line}" if line else ""
         return f"{site}task '{self.task.name}' {field}{where}: {message}"
 

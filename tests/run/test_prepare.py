@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ralph.recipe.validate import load_recipe
-from ralph.run.prepare import ItemRejected, Preparer
+from ralph.run.prepare import ItemRejected, LoopContext, Preparer
 from tests.conftest import write_recipe
 
 RECIPE = """
@@ -75,3 +75,50 @@ def test_an_error_in_a_prompt_file_names_the_file_and_its_line(recipe: Path) -> 
 def test_a_template_set_on_the_command_line_is_not_located_in_the_file(recipe: Path) -> None:
     message = rejection(recipe, 0, {"n": 0}, "tasks.ratio.prompt={{ 1 // item.n }}")
     assert message.startswith("task 'ratio' prompt line 1: ZeroDivisionError")
+
+
+def test_an_error_in_a_folded_block_points_into_the_block(tmp_path: Path) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: folded
+        agents: {local: {provider: echo}}
+        tasks:
+          - name: t
+            agent: local
+            for_each: [{n: 0}]
+            prompt: >
+              First paragraph,
+              folded into one line.
+
+              Ratio {{ 1 // item.n }}
+    """,
+    )
+    message = rejection(recipe, 0, {"n": 0})
+    assert message.startswith(f"{site(recipe, 'Ratio')}: task 't' prompt line 2: ")
+
+
+def test_a_prompt_file_broken_while_a_loop_runs_names_the_file_and_line(tmp_path: Path) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: looping
+        agents: {local: {provider: echo}}
+        tasks:
+          - name: t
+            agent: local
+            prompt_file: PROMPT.md
+            loop: {until: DONE, max_iterations: 3}
+    """,
+        **{"PROMPT.md": "Work on it.\n"},
+    )
+    model = load_recipe(recipe)
+    preparer = Preparer(model, model.tasks[0], {})
+    assert preparer.prepare(0, None, LoopContext(1)).prompt.strip() == "Work on it."
+    (tmp_path / "PROMPT.md").write_text("Work on it.\n{% if %}\n")
+    with pytest.raises(ItemRejected) as caught:
+        preparer.prepare(0, None, LoopContext(2))
+    prompt_file = (tmp_path / "PROMPT.md").resolve()
+    assert str(caught.value).startswith(f"{prompt_file}:2: task 't' prompt_file line 2: ")
