@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,6 +152,16 @@ def _block_style(tree: Any, path: Path) -> str | None:
     return None
 
 
+def _explicit_indent(header: str) -> int | None:
+    """The body's indentation a block header such as `prompt: >2` fixes, if it fixes one:
+    then a more-indented first line does not set it."""
+    match = re.search(r"[|>](?:[-+]?([1-9])|([1-9])[-+]?)\s*(?:#.*)?$", header)
+    if match is None:
+        return None
+    key = len(header) - len(header.lstrip(" -"))  # the column of the mapping holding the key
+    return key + int(match.group(1) or match.group(2))
+
+
 def _body_line(lines: Sequence[str], first: int, template_line: int, *, folded: bool) -> int:
     """0-based index of the source line holding line `template_line` of a block scalar.
 
@@ -158,7 +169,7 @@ def _body_line(lines: Sequence[str], first: int, template_line: int, *, folded: 
     """
     if not folded:
         return min(first + template_line - 1, len(lines) - 1)
-    indent: int | None = None
+    indent = _explicit_indent(lines[first - 1]) if first > 0 else None
     current, pending, previous = 1, 0, ""
     index = first
     for index in range(first, len(lines)):

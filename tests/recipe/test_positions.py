@@ -103,6 +103,19 @@ def test_a_folded_block_maps_paragraphs_to_their_first_line() -> None:
     assert positions == [(2, 3), (5, 3), (9, 3), (10, 5), (11, 3)]
 
 
+def test_a_folded_block_with_an_indentation_indicator_and_a_more_indented_first_line() -> None:
+    text = (
+        "prompt: >2\n"  # 1
+        "    w0\n"  # 2   template line 1: more indented than the body's 2 spaces
+        "  w1\n"  # 3   template line 2 (the break after a more-indented line is kept)
+        "  w2\n"  # 4   folded into line 2
+        "\n"  # 5
+        "  w3\n"  # 6   template line 3
+    )
+    positions = [template_position(text, n) for n in (1, 2, 3)]
+    assert positions == [(2, 5), (3, 3), (6, 3)]
+
+
 def test_a_quoted_value_is_reported_where_it_starts() -> None:
     # its second template line comes from an escape, not from a second line of the file
     text = 'prompt: "one\\ntwo {{ x }"\nnext: 1\n'
