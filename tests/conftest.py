@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +59,21 @@ def write_recipe(folder: Path, text: str, **files: str) -> Path:
     recipe = folder / "recipe.yaml"
     recipe.write_text(textwrap.dedent(text))
     return recipe
+
+
+def apply_args(recipe: Path, out: Path, *extra: str) -> list[str]:
+    """`apply RECIPE --out OUT --quiet EXTRA...`: the run most tests make."""
+    return ["apply", str(recipe), "--out", str(out), "--quiet", *extra]
+
+
+RALPH = [sys.executable, "-m", "ralph"]
+"""The CLI as a process of its own, as the console script runs it."""
+
+
+def start_apply(recipe: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`ralph apply` as a real process (for signals and kills), its output captured."""
+    command = [*RALPH, *apply_args(recipe, out, *extra)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def gone(pid: int, within_s: float = 5.0) -> bool:

@@ -16,7 +16,7 @@ from ralph.cache import Entry, KeyMaker, ResponseCache, cache_key, default_cache
 from ralph.providers.base import Request, Response
 from ralph.recipe.build import freeze
 from ralph.recipe.model import Agent
-from tests.conftest import Result, write_recipe
+from tests.conftest import Result, apply_args, write_recipe
 
 KEY = "sk-test-cache-0123456789abcdefXYZ"
 
@@ -255,7 +255,7 @@ def test_cache_cli_explain_stats_and_clear(
     stats = ralph("cache", "stats", str(echo_recipe))
     assert stats.code == 0 and ": 0 entries" in stats.out
 
-    applied = ralph("apply", str(echo_recipe), "--out", str(tmp_path / "out"), "--quiet")
+    applied = ralph(*apply_args(echo_recipe, tmp_path / "out"))
     assert applied.code == 0, applied.err
     after_head, after_parts = explain(ralph, echo_recipe, 1)
     assert after_head.endswith("(cached)")
@@ -276,15 +276,7 @@ def test_cache_cli_takes_a_cache_dir_and_names_bad_input(
     ralph: Callable[..., Result], echo_recipe: Path, tmp_path: Path
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
-    applied = ralph(
-        "apply",
-        str(echo_recipe),
-        "--out",
-        str(tmp_path / "out"),
-        "--quiet",
-        "--cache-dir",
-        str(elsewhere),
-    )
+    applied = ralph(*apply_args(echo_recipe, tmp_path / "out", "--cache-dir", str(elsewhere)))
     assert applied.code == 0, applied.err
     assert ": 2 entries" in ralph("cache", "stats", "--cache-dir", str(elsewhere)).out
     assert ": 0 entries" in ralph("cache", "stats", str(echo_recipe)).out

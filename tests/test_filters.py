@@ -18,7 +18,7 @@ from ralph.providers.base import AttemptError
 from ralph.recipe.build import freeze
 from ralph.recipe.model import Filter
 from ralph.testing import FakeLLMServer
-from tests.conftest import Result, write_recipe
+from tests.conftest import Result, apply_args, write_recipe
 
 
 def f(name: str, options: Any = None) -> Filter:
@@ -223,9 +223,7 @@ def test_a_recipe_json_schema_filter_retries_and_then_fails_the_item(
                 - json: {{schema: {{type: object, required: [title, tags]}}}}
         """,
     )
-    result = ralph(
-        "apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet", "--concurrency", "1"
-    )
+    result = ralph(*apply_args(recipe, tmp_path / "out", "--concurrency", "1"))
     assert result.code == 3, result.out + result.err
     jsonl = (tmp_path / "out" / "tag.jsonl").read_text()
     records = [json.loads(line) for line in jsonl.splitlines()]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ralph.testing import FakeLLMServer
-from tests.conftest import TEST_KEY, Result, write_recipe
+from tests.conftest import TEST_KEY, Result, apply_args, write_recipe
 
 
 def recipe_with(tmp_path: Path, agents: str, checks: str = "[]") -> Path:
@@ -139,7 +139,7 @@ def test_apply_refuses_to_start_when_a_check_fails(
 ) -> None:
     checks = f"""[{{http: {{url: "{server.root_url}/healthz", expect_status: 204}}}}]"""
     recipe = recipe_with(tmp_path, openai_agent(server.base_url), checks)
-    result = ralph("apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet")
+    result = ralph(*apply_args(recipe, tmp_path / "out"))
     assert result.code == 5
     assert "health check failed, nothing was sent" in result.err
     assert "HTTP 200, expected 204" in result.err

@@ -12,7 +12,7 @@ from ralph.errors import ConfigError
 from ralph.keys import KeySource, Secret, resolve_key
 from ralph.recipe.model import Agent
 from ralph.testing import FakeLLMServer
-from tests.conftest import TEST_KEY, Result, write_recipe
+from tests.conftest import TEST_KEY, Result, apply_args, write_recipe
 
 KEY = "sk-test-keys-0123456789abcdefXYZ"
 
@@ -181,7 +181,7 @@ def test_a_key_command_runs_once_per_apply(
         tasks: [{{name: t, agent: writer, prompt: hi}}]
     """,
     )
-    result = ralph("apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet")
+    result = ralph(*apply_args(recipe, tmp_path / "out"))
     assert result.code == 0, result.out + result.err
     assert server.counts["/v1/models"] == 1  # the health check ran, with the same key
     assert counter.read_text() == "x", "the key command ran more than once"

@@ -11,7 +11,7 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 
 from ralph.testing import FakeLLMServer
-from tests.conftest import Result, write_recipe
+from tests.conftest import Result, apply_args, write_recipe
 
 CHAT = "/v1/chat/completions"
 ITEMS = (
@@ -76,7 +76,7 @@ def test_dry_run_sends_nothing_and_writes_nothing(
 ) -> None:
     recipe = plan_recipe(tmp_path, server.base_url)
     out = tmp_path / "out"
-    assert ralph("apply", str(recipe), "--out", str(out), "--quiet").code == 0
+    assert ralph(*apply_args(recipe, out)).code == 0
     (tmp_path / "items.jsonl").write_text(ITEMS.replace("number 3", "number three"))
     server.reset()
     before = tree(tmp_path)
@@ -131,7 +131,7 @@ def test_saved_plan_runs_exactly(
     result = ralph("plan", str(recipe), "-o", str(saved), "--detailed-exitcode")
     assert result.code == 2, result.err
     assert server.counts == {}
-    applied = ralph("apply", str(saved), "--out", str(tmp_path / "out"), "--quiet", "--skip-health")
+    applied = ralph(*apply_args(saved, tmp_path / "out", "--skip-health"))
     assert applied.code == 0, applied.out + applied.err
     assert server.counts[CHAT] == 4
     assert ralph("plan", str(recipe), "--detailed-exitcode").code == 0  # all cached now
@@ -144,7 +144,7 @@ def test_stale_plan_is_refused(
     saved = tmp_path / "plan.json"
     assert ralph("plan", str(recipe), "-o", str(saved)).code == 0
     (tmp_path / "items.jsonl").write_text(ITEMS + json.dumps({"id": "t4", "body": "new"}) + "\n")
-    result = ralph("apply", str(saved), "--out", str(tmp_path / "out"), "--quiet")
+    result = ralph(*apply_args(saved, tmp_path / "out"))
     assert result.code == 1
     assert "the plan is stale" in result.err and "items.jsonl changed" in result.err
     assert server.counts == {}
@@ -165,14 +165,7 @@ def test_plan_against_the_last_run(
     recipe = plan_recipe(tmp_path, server.base_url)
     run_json = tmp_path / "run.json"
     result = ralph(
-        "apply",
-        str(recipe),
-        "--out",
-        str(tmp_path / "out"),
-        "--quiet",
-        "--skip-health",
-        "--summary-file",
-        str(run_json),
+        *apply_args(recipe, tmp_path / "out", "--skip-health", "--summary-file", str(run_json))
     )
     assert result.code == 0, result.out
     assert set(json.loads(run_json.read_text())["tasks"]["summarize"]["prompts"]) == {
@@ -214,7 +207,7 @@ def test_dry_run_with_no_cache_counts_every_item(
     ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
 ) -> None:
     recipe = plan_recipe(tmp_path, server.base_url)
-    assert ralph("apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet").code == 0
+    assert ralph(*apply_args(recipe, tmp_path / "out")).code == 0
     cached = json.loads(ralph("apply", str(recipe), "--dry-run", "-f", "json").out)
     fresh = json.loads(ralph("apply", str(recipe), "--dry-run", "-f", "json", "--no-cache").out)
     assert (cached["tasks"][0]["requests"], fresh["tasks"][0]["requests"]) == (0, 4)

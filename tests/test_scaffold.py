@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Result
+from tests.conftest import Result, apply_args
 
 
 def test_scaffold_validates_and_runs(ralph: Callable[..., Result], tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_scaffold_validates_and_runs(ralph: Callable[..., Result], tmp_path: Pat
     assert ".ralph/" in (folder / ".gitignore").read_text()
     assert ralph("validate", str(recipe)).code == 0
     out = folder / "out"
-    result = ralph("apply", str(recipe), "--out", str(out), "--quiet")
+    result = ralph(*apply_args(recipe, out))
     assert result.code == 0, result.out + result.err
     assert (out / "descriptions" / "tea.md").read_text().startswith("Describe a cup of tea")
 

@@ -12,7 +12,7 @@ import pytest
 
 from ralph.errors import UsageError
 from ralph.shard import Shard, parse_shard
-from tests.conftest import Result, write_recipe
+from tests.conftest import Result, apply_args, write_recipe
 
 ITEMS = [{"id": n, "text": f"item number {n}"} for n in range(10_000)]
 
@@ -80,16 +80,15 @@ def test_merged_shard_summaries_equal_a_single_run(
     def apply(name: str, *extra: str) -> dict[str, Any]:
         summary = tmp_path / f"{name}.json"
         result = ralph(
-            "apply",
-            str(recipe),
-            "--out",
-            str(tmp_path / "out"),
-            "--quiet",
-            "--cache-dir",
-            str(tmp_path / f"cache-{name}"),
-            "--summary-file",
-            str(summary),
-            *extra,
+            *apply_args(
+                recipe,
+                tmp_path / "out",
+                "--cache-dir",
+                str(tmp_path / f"cache-{name}"),
+                "--summary-file",
+                str(summary),
+                *extra,
+            )
         )
         loaded: dict[str, Any] = json.loads(summary.read_text())
         assert result.code == loaded["exit_code"] in (0, 3), result.out

@@ -16,7 +16,7 @@ import pytest
 from ralph.observe import logs
 from ralph.observe.logs import close_logging, event, setup_logging
 from ralph.testing import FakeLLMServer, Fault
-from tests.conftest import TEST_KEY, Result, write_recipe
+from tests.conftest import TEST_KEY, Result, apply_args, write_recipe
 
 CONTRACT = (
     "event",
@@ -67,18 +67,17 @@ def apply(
 ) -> tuple[Result, str]:
     log = tmp_path / f"log.{fmt}"
     result = ralph(
-        "apply",
-        str(recipe),
-        "--out",
-        str(tmp_path / "out"),
-        "--quiet",
-        "--concurrency",
-        "1",
-        "--log-format",
-        fmt,
-        "--log-file",
-        str(log),
-        *extra,
+        *apply_args(
+            recipe,
+            tmp_path / "out",
+            "--concurrency",
+            "1",
+            "--log-format",
+            fmt,
+            "--log-file",
+            str(log),
+            *extra,
+        )
     )
     assert result.code == 0, result.out + result.err
     return result, log.read_text("utf-8")
@@ -126,17 +125,16 @@ def test_prompts_and_keys_never_reach_the_log_only_length_and_hash(
     server.inject(Fault("status", status=400, message="rejected", path=CHAT))
     log = tmp_path / "log.json"
     ralph(
-        "apply",
-        str(recipe(tmp_path, server.base_url)),
-        "--out",
-        str(tmp_path / "out"),
-        "--quiet",
-        "--concurrency",
-        "1",
-        "--log-format",
-        "json",
-        "--log-file",
-        str(log),
+        *apply_args(
+            recipe(tmp_path, server.base_url),
+            tmp_path / "out",
+            "--concurrency",
+            "1",
+            "--log-format",
+            "json",
+            "--log-file",
+            str(log),
+        )
     )
     text = log.read_text("utf-8")
     assert MARKER not in text
@@ -221,16 +219,9 @@ def test_security_events(
     )
     log = tmp_path / "log.jsonl"
     result = ralph(
-        "apply",
-        str(path),
-        "--out",
-        str(tmp_path / "out"),
-        "--quiet",
-        "--skip-health",
-        "--log-format",
-        "json",
-        "--log-file",
-        str(log),
+        *apply_args(
+            path, tmp_path / "out", "--skip-health", "--log-format", "json", "--log-file", str(log)
+        )
     )
     assert result.code == 3
     events = {r["event"]: r for r in map(json.loads, log.read_text().splitlines())}

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ import aiohttp
 from ralph.observe.metrics import StatusServer, prometheus
 from ralph.observe.summary import AgentStats, RunStats, TaskStats
 from ralph.testing import FakeLLMServer
-from tests.conftest import Result, write_recipe
+from tests.conftest import RALPH, Result, apply_args, write_recipe
 
 SAMPLE = re.compile(r'^[a-z_]+(\{([a-z_]+="[^"]*",?)+\})? -?[0-9.e+]+$')
 
@@ -88,20 +87,8 @@ def test_serve_during_a_real_run(server: FakeLLMServer, tmp_path: Path) -> None:
           - {{name: t, agent: writer, for_each: [{inline}], prompt: "hi {{{{ item.id }}}}"}}
     """,
     )
-    command = [
-        sys.executable,
-        "-m",
-        "ralph",
-        "apply",
-        str(recipe),
-        "--out",
-        str(tmp_path / "out"),
-        "--serve",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--quiet",
-    ]
+    serve = ("--serve", "127.0.0.1:0", "--log-format", "json")
+    command = [*RALPH, *apply_args(recipe, tmp_path / "out", *serve)]
     process = subprocess.Popen(
         command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy()
     )
@@ -143,9 +130,7 @@ def test_summary_file_in_prometheus_format(ralph: Callable[..., Result], tmp_pat
     )
     prom = tmp_path / "run.prom"
     started = time.time()
-    result = ralph(
-        "apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet", "--summary-file", str(prom)
-    )
+    result = ralph(*apply_args(recipe, tmp_path / "out", "--summary-file", str(prom)))
     assert result.code == 0
     assert prom.stat().st_mtime >= started - 1
     text = prom.read_text()

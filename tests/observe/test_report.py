@@ -13,7 +13,7 @@ from syrupy.assertion import SnapshotAssertion
 
 from ralph.observe.report import render_summary
 from ralph.testing import FakeLLMServer, Fault
-from tests.conftest import Result, write_recipe
+from tests.conftest import Result, apply_args, write_recipe
 
 CHAT = "/v1/chat/completions"
 
@@ -22,18 +22,17 @@ def run(ralph: Callable[..., Result], recipe: Path, tmp_path: Path, *extra: str)
     """`ralph apply` with --summary-file; the summary it wrote, checked against what it printed."""
     summary_file = tmp_path / "run.json"
     result = ralph(
-        "apply",
-        str(recipe),
-        "--out",
-        str(tmp_path / "out"),
-        "--quiet",
-        "--concurrency",
-        "1",
-        "--log-file",
-        str(tmp_path / "log.jsonl"),
-        "--summary-file",
-        str(summary_file),
-        *extra,
+        *apply_args(
+            recipe,
+            tmp_path / "out",
+            "--concurrency",
+            "1",
+            "--log-file",
+            str(tmp_path / "log.jsonl"),
+            "--summary-file",
+            str(summary_file),
+            *extra,
+        )
     )
     summary: dict[str, Any] = json.loads(summary_file.read_text())
     assert result.code == summary["exit_code"]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Result, gone, write_recipe
+from tests.conftest import Result, apply_args, gone, write_recipe
 
 AGENT = """
 import sys
@@ -63,7 +63,7 @@ def records(tmp_path: Path) -> list[dict[str, object]]:
 
 
 def apply(ralph: Callable[..., Result], recipe: Path, tmp_path: Path) -> Result:
-    return ralph("apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet")
+    return ralph(*apply_args(recipe, tmp_path / "out"))
 
 
 def test_prompt_on_stdin_answer_on_stdout(ralph: Callable[..., Result], tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ralph.testing import FakeLLMServer, Fault, RecordedRequest
-from tests.conftest import TEST_KEY, Result, write_recipe
+from tests.conftest import TEST_KEY, Result, apply_args, write_recipe
 
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
@@ -53,19 +53,8 @@ def recipe_text(
 def apply(ralph: Callable[..., Result], recipe: Path, tmp_path: Path, *extra: str) -> Result:
     """`ralph apply` without the health checks, so only the run's own requests reach the server
     (tests/test_health.py covers them)."""
-    return ralph(
-        "apply",
-        "--skip-health",
-        str(recipe),
-        "--out",
-        str(tmp_path / "out"),
-        "--quiet",
-        "--log-file",
-        str(tmp_path / "log.jsonl"),
-        "--log-format",
-        "json",
-        *extra,
-    )
+    log = ("--log-file", str(tmp_path / "log.jsonl"), "--log-format", "json")
+    return ralph(*apply_args(recipe, tmp_path / "out", "--skip-health", *log, *extra))
 
 
 def sent_to(server: FakeLLMServer, path: str) -> list[RecordedRequest]:

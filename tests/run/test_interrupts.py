@@ -3,7 +3,6 @@ nothing paid for twice."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ralph.testing import FakeLLMServer
-from tests.conftest import Result, gone, write_recipe
+from tests.conftest import Result, apply_args, gone, start_apply, write_recipe
 
 CHAT = "/v1/chat/completions"
 ITEMS = 40
@@ -42,13 +41,6 @@ def slow_recipe(tmp_path: Path, base_url: str) -> Path:
     )
 
 
-def start(recipe: Path, out: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "ralph", "apply", str(recipe), "--out", str(out), "--quiet"]
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
-    )
-
-
 def wait_for_outputs(out: Path, count: int, process: subprocess.Popen[bytes]) -> list[Path]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -71,7 +63,7 @@ def test_ctrl_c_exits_130_with_finished_outputs_intact(
 ) -> None:
     server.latency_s = 0.05
     out = tmp_path / "out"
-    process = start(slow_recipe(tmp_path, server.base_url), out)
+    process = start_apply(slow_recipe(tmp_path, server.base_url), out)
     wait_for_outputs(out, 4, process)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=20)
@@ -87,7 +79,7 @@ def test_resume_after_kill_9_requests_only_unfinished_items(
     server.latency_s = 0.05
     out = tmp_path / "out"
     recipe = slow_recipe(tmp_path, server.base_url)
-    process = start(recipe, out)
+    process = start_apply(recipe, out)
     wait_for_outputs(out, 6, process)
     process.kill()
     process.wait(timeout=10)
@@ -95,7 +87,7 @@ def test_resume_after_kill_9_requests_only_unfinished_items(
     assert 6 <= len(finished) < ITEMS
     server.reset()
     server.latency_s = 0.0
-    result = ralph("apply", str(recipe), "--out", str(out), "--quiet")
+    result = ralph(*apply_args(recipe, out))
     assert result.code == 0, result.out
     assert_complete_files(out)
     assert {p.stem for p in (out / "answers").glob("*.md")} == {f"n{n:02d}" for n in range(ITEMS)}
@@ -134,7 +126,7 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
             prompt: go
     """,
     )
-    process = start(recipe, tmp_path / "out")
+    process = start_apply(recipe, tmp_path / "out")
     deadline = time.monotonic() + 20
     while not (tmp_path / "started").exists():
         assert time.monotonic() < deadline and process.poll() is None
@@ -166,12 +158,7 @@ def test_ctrl_c_stops_a_run_whose_items_never_wait(tmp_path: Path) -> None:
     """,
     )
     out, log = tmp_path / "out", tmp_path / "log.jsonl"
-    command = [sys.executable, "-m", "ralph", "apply", str(recipe), "--out", str(out)]
-    process = subprocess.Popen(
-        [*command, "--quiet", "--log-file", str(log)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = start_apply(recipe, out, "--log-file", str(log))
     deadline = time.monotonic() + 30
     while not (log.is_file() and log.stat().st_size > 100_000):  # well under way
         assert process.poll() is None and time.monotonic() < deadline, "never got going"

@@ -4,7 +4,6 @@ subprocess) and the shipped fake server; real files, real stops, real resumes.""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ralph.testing import FakeLLMServer, Fault
-from tests.conftest import Result, write_recipe
+from tests.conftest import Result, start_apply, write_recipe
 from tests.run.loop_fixtures.helpers import EXISTS, LoopCase, loop_case
 
 Ralph = Callable[..., Result]
@@ -329,10 +328,7 @@ def test_each_item_loops_in_its_own_folder(ralph: Ralph, tmp_path: Path) -> None
 def test_resume_after_kill_9_goes_on_at_the_next_iteration(ralph: Ralph, tmp_path: Path) -> None:
     plan = {"sleep": 0.05, "8": {"say": "LOOP_COMPLETE"}}
     case = loop_case(tmp_path, plan, "{until: LOOP_COMPLETE, max_iterations: 8}")
-    command = [sys.executable, "-m", "ralph", "apply", str(case.recipe), "--out", str(case.out)]
-    process = subprocess.Popen(
-        [*command, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
-    )
+    process = start_apply(case.recipe, case.out)
     try:
         wait_for(case.iterations() / "0003.answer.md", process)
     finally:
@@ -361,10 +357,7 @@ def wait_for(path: Path, process: subprocess.Popen[bytes]) -> None:
 def test_ctrl_c_exits_130_and_the_loop_resumes(ralph: Ralph, tmp_path: Path) -> None:
     plan = {"sleep": 0.05, "5": {"say": "LOOP_COMPLETE"}}
     case = loop_case(tmp_path, plan, "{until: LOOP_COMPLETE}")
-    command = [sys.executable, "-m", "ralph", "apply", str(case.recipe), "--out", str(case.out)]
-    process = subprocess.Popen(
-        [*command, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
-    )
+    process = start_apply(case.recipe, case.out)
     try:
         wait_for(case.iterations() / "0002.answer.md", process)
         process.send_signal(signal.SIGINT)

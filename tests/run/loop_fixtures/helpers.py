@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Result
+from tests.conftest import Result, apply_args
 
 FIXTURES = Path(__file__).resolve().parent
 AGENT = FIXTURES / "agent.py"
@@ -41,18 +41,17 @@ class LoopCase:
 
     def apply(self, ralph: Callable[..., Result], *extra: str) -> Result:
         return ralph(
-            "apply",
-            str(self.recipe),
-            "--out",
-            str(self.out),
-            "--quiet",
-            "--log-format",
-            "json",
-            "--log-file",
-            str(self.root / "log.jsonl"),
-            "--summary-file",
-            str(self.root / "run.json"),
-            *extra,
+            *apply_args(
+                self.recipe,
+                self.out,
+                "--log-format",
+                "json",
+                "--log-file",
+                str(self.root / "log.jsonl"),
+                "--summary-file",
+                str(self.root / "run.json"),
+                *extra,
+            )
         )
 
     def calls(self) -> list[int]:
