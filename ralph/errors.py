@@ -53,8 +53,9 @@ class ConfigError(RalphError):
 
 
 class ItemsError(RalphError):
-    """An items file cannot be read; the message names the file and line."""
+    """An items file cannot be read; the message names the file and, when known (not 0), the
+    line."""
 
     def __init__(self, file: str, line: int, message: str) -> None:
-        super().__init__(f"{file}:{line}: {message}")
+        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
         self.file, self.line = file, line

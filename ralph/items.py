@@ -146,8 +146,9 @@ def _yaml(path: Path) -> Iterator[Any]:
 def _as_list(data: Any, path: Path) -> list[Any]:
     if not isinstance(data, list):
         raise ItemsError(str(path), 1, "expected a list of items at the top of the file")
-    if any(_too_deep(item) for item in data):
-        raise ItemsError(str(path), 0, _TOO_DEEP)
+    deep = next((index for index, item in enumerate(data) if _too_deep(item)), None)
+    if deep is not None:  # a whole document has no line per item: say which item it is
+        raise ItemsError(str(path), 0, f"item {deep} is nested more than {MAX_DEPTH} levels deep")
     return data
 
 

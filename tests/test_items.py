@@ -81,9 +81,10 @@ def test_items_nested_up_to_the_limit_are_read(tmp_path: Path) -> None:
     assert len(list(iter_items(source(path)))) == 2
     path = write(tmp_path / "a.json", f"[{deep}]")
     assert len(list(iter_items(source(path)))) == 1
-    path = write(tmp_path / "b.json", f"[[{deep}]]")
-    with pytest.raises(ItemsError, match="nested more than 100 levels"):
+    path = write(tmp_path / "b.json", f"[1, [{deep}]]")
+    with pytest.raises(ItemsError) as caught:
         list(iter_items(source(path)))
+    assert str(caught.value) == f"{path}: item 1 is nested more than 100 levels deep"
 
 
 def test_jsonl_skips_blank_lines_and_takes_crlf(tmp_path: Path) -> None:
@@ -239,7 +240,7 @@ def test_unreadable_documents_are_items_errors_not_crashes(
     tmp_path: Path, name: str, data: bytes
 ) -> None:
     path = write(tmp_path / name, data)
-    with pytest.raises(ItemsError, match=rf"{name}:\d+: not valid"):
+    with pytest.raises(ItemsError, match=rf"{name}: not valid"):  # no line to name
         list(iter_items(source(path)))
 
 
