@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -145,3 +146,36 @@ def test_apply_refuses_to_start_when_a_check_fails(
     assert "HTTP 200, expected 204" in result.err
     assert server.counts.get("/v1/chat/completions", 0) == 0
     assert not (tmp_path / "out").exists()
+
+
+def test_a_check_over_http_is_made_for_an_echo_recipe(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    echo = """          main:
+            provider: echo"""
+    checks = f"""[{{http: {{url: "{server.root_url}/healthz"}}}}]"""
+    code, results = health(ralph, recipe_with(tmp_path, echo, checks), tmp_path)
+    assert code == 0, results
+    assert [r["name"] for r in results][:2] == [
+        "agent: main (echo)",
+        f"http: {server.root_url}/healthz",
+    ]
+
+
+def test_checks_without_http_do_not_load_the_http_client(tmp_path: Path) -> None:
+    # a fresh interpreter: this one has aiohttp loaded by the fake server
+    agents = f"""          main:
+            provider: echo
+            fallback: cli
+          cli:
+            provider: command
+            command: [{sys.executable}, -c, "print(1)"]"""
+    checks = f"""[{{command: [{sys.executable}, -c, "pass"]}}, {{agent: cli}}]"""
+    recipe = recipe_with(tmp_path, agents, checks)
+    script = (
+        "import sys; from ralph.cli import run; "
+        f"code = run(['health', {str(recipe)!r}, '--out', {str(tmp_path / 'out')!r}]); "
+        "print(code, 'aiohttp' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
