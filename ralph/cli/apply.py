@@ -200,9 +200,9 @@ def _run(
     summary_file: Path | None,
     quiet: bool,
 ) -> int:
-    import json
     from contextlib import nullcontext
 
+    from ralph.fastjson import dumps_pretty
     from ralph.observe.logs import close_logging, setup_logging
     from ralph.observe.report import render_summary
     from ralph.run.engine import run_recipe
@@ -224,7 +224,7 @@ def _run(
 
         write_atomic(summary_file, prometheus(stats))
     elif summary_file is not None:
-        write_atomic(summary_file, json.dumps(summary, indent=2) + "\n")
+        write_atomic(summary_file, dumps_pretty(summary) + "\n")
     typer.echo(render_summary(summary))
     return stats.exit_code
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +15,7 @@ from ralph.cli.apply import (
     make_plan,
     parse_show,
 )
+from ralph.fastjson import dumps_pretty
 
 if TYPE_CHECKING:
     from ralph.plan import Plan
@@ -57,7 +57,7 @@ def plan_command(
     model = load_target(recipe, profile, sets)
     plan = make_plan(model, cache_dir or default_cache_dir(model.path), show, shard, prompts_file)
     if output is not None:
-        write_atomic(output, json.dumps(plan.as_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_atomic(output, dumps_pretty(plan.as_dict()) + "\n")
     if against is None:
         typer.echo(render_plan(plan, fmt.value, parse_show(show)))
     else:
@@ -74,6 +74,6 @@ def _print_with_changes(plan: Plan, against: Path, fmt: PlanFormat, limit: int |
     changes = compare(plan, load_summary(against), str(against))
     if fmt == PlanFormat.json:
         data = {**plan.as_dict(), "changes": changes.as_dict()}
-        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        typer.echo(dumps_pretty(data))
     else:
         typer.echo(render_plan(plan, fmt.value, limit) + "\n\n" + render_changes(changes))

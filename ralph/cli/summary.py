@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ralph.cli.app import app
+from ralph.fastjson import dumps_pretty
 
 summary_app = typer.Typer(help="Run summaries: merge the shards of one run.", no_args_is_help=True)
 app.add_typer(summary_app, name="summary")
@@ -35,6 +36,6 @@ def merge(
             raise UsageError(f"{path}: cannot read a summary: {exc}") from None
     merged = merge_summaries(summaries)
     if output is not None:
-        write_atomic(output, json.dumps(merged, indent=2) + "\n")
+        write_atomic(output, dumps_pretty(merged) + "\n")
     typer.echo(render_summary(merged))
     return int(merged["exit_code"])

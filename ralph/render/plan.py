@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from ralph.fastjson import dumps_pretty
 from ralph.plan import Plan, TaskPlan
 from ralph.render.tables import table
 
@@ -11,7 +10,7 @@ from ralph.render.tables import table
 def render_plan(plan: Plan, fmt: str = "text", limit: int | None = None) -> str:
     """The plan for a terminal (`limit` prompts per task, None for all) or as JSON."""
     if fmt == "json":
-        return json.dumps(plan.as_dict(), indent=2, ensure_ascii=False)
+        return dumps_pretty(plan.as_dict())
     lines = [f"Plan for {plan.name} ({plan.recipe})"]
     if plan.profile or plan.overrides:
         overrides = ", ".join(plan.overrides) or "-"
