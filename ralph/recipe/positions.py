@@ -51,13 +51,27 @@ def _child(node: Any, part: str | int, *, at_key: bool) -> tuple[Any, tuple[int,
             line, col = lc.item(part)
             return node[part], (line, col)
         if isinstance(node, dict) and part in node:
+            if part not in lc.data:
+                return _merged_child(node, part, at_key=at_key)
             value = node[part]
             use_key = at_key or isinstance(value, dict | list)
             line, col = lc.key(part) if use_key else lc.value(part)
             return value, (line, col)
     except (KeyError, TypeError, AttributeError):
-        # merged keys (`<<: *base`) have no position of their own: keep the parent's
         return None, None
+    return None, None
+
+
+def _merged_child(
+    node: Any, part: str | int, *, at_key: bool
+) -> tuple[Any, tuple[int, int] | None]:
+    """A key merged in by `<<: *base` is located where the anchored mapping writes it."""
+    from ruamel.yaml.comments import merge_attrib
+
+    # the first mapping that holds the key gives its value, as in ruamel's own lookup
+    for source in getattr(node, merge_attrib, ()):
+        if isinstance(source, dict) and part in source:
+            return _child(source, part, at_key=at_key)
     return None, None
 
 

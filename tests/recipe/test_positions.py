@@ -58,7 +58,8 @@ merged:
         (("tasks", 1, "name"), False, (9, 13)),
         (("agents", "writer", "model"), False, (3, 3)),  # absent: the deepest present parent
         (("tasks", 7, "agent"), False, (6, 1)),
-        (("merged", "x"), False, (11, 1)),  # from a merge: no position of its own
+        (("merged", "x"), False, (10, 17)),  # from a merge: where the anchored map has it
+        (("merged", "x"), True, (10, 14)),
         (("merged", "y"), False, (13, 6)),
         ((), False, (1, 1)),
     ],
@@ -78,6 +79,25 @@ def template_position(text: str, template_line: int) -> tuple[int, int]:
 def test_a_literal_block_maps_template_lines_one_to_one() -> None:
     text = "x: 1\nprompt: |\n  first\n\n    indented\n  last\nnext: 2\n"
     assert [template_position(text, n) for n in (1, 2, 3, 4)] == [(3, 3), (4, 1), (5, 5), (6, 3)]
+
+
+def test_a_template_merged_from_an_anchor_is_located_in_the_anchor() -> None:
+    text = (
+        "vars:\n"  # 1
+        "  base: &base\n"  # 2
+        "    agent: a\n"  # 3
+        "    prompt: |\n"  # 4
+        "      first\n"  # 5
+        "      {{ oops }}\n"  # 6
+        "  other: &other {agent: b}\n"  # 7
+        "tasks:\n"  # 8
+        "  - name: t\n"  # 9
+        "    <<: [*other, *base]\n"  # 10
+    )
+    where = Locator("r.yaml", tree(text), text)
+    found = where.template_problem(("tasks", 0, "prompt"), 2, "msg")
+    assert (found.line, found.column) == (6, 7)
+    assert locate(tree(text), ("tasks", 0, "agent")) == (7, 25)  # the first source wins
 
 
 def test_a_literal_block_with_an_indentation_indicator() -> None:
