@@ -10,12 +10,12 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from jinja2 import Template, nodes
+    from jinja2 import Template, Undefined, nodes
     from jinja2.nodes import Node
     from jinja2.sandbox import SandboxedEnvironment
 
@@ -48,12 +48,38 @@ class TemplateFinding:
 
 @functools.cache
 def environment() -> SandboxedEnvironment:
-    from jinja2 import StrictUndefined
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     return ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+        undefined=_strict_undefined(), autoescape=False, keep_trailing_newline=True
     )
+
+
+def _strict_undefined() -> type[Undefined]:
+    from jinja2 import StrictUndefined
+
+    class KeyedStrictUndefined(StrictUndefined):
+        """StrictUndefined that answers `item.txt` with the keys the item does have, where
+        Jinja would say "'mappingproxy object' has no attribute 'txt'" (items and vars are
+        handed to templates as read-only mappings)."""
+
+        @property
+        def _undefined_message(self) -> str:
+            mapping, name = self._undefined_obj, self._undefined_name
+            if self._undefined_hint or not isinstance(mapping, Mapping):
+                return str(super()._undefined_message)
+            return _missing_key_message(name, [str(key) for key in mapping])
+
+    return KeyedStrictUndefined
+
+
+def _missing_key_message(name: object, keys: list[str], shown: int = 10) -> str:
+    if not keys:
+        return f"no key {name!r} (it is empty)"
+    listed = ", ".join(keys[:shown]) + (f", ... ({len(keys)} in all)" if len(keys) > shown else "")
+    close = difflib.get_close_matches(str(name), keys, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"no key {name!r} ({hint}the keys are: {listed})"
 
 
 def compile_template(source: str) -> Template:

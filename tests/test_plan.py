@@ -101,7 +101,7 @@ def test_rendering_errors_are_reported_before_anything_is_sent(
         n for n, line in enumerate(recipe.read_text().splitlines(), 1) if ".body" in line
     )
     where = f"{recipe}:{failing}:7: task 'summarize' prompt line 2"
-    assert f"[4] item t9: {where}: 'dict object' has no attribute 'body'" in result.out
+    assert f"[4] item t9: {where}: no key 'body' (the keys are: id)" in result.out
 
 
 def test_limit_that_would_stop_the_run_exits_4(

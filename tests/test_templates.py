@@ -117,8 +117,10 @@ def test_ordinary_templates_render_frozen_vars_plainly() -> None:
     ("source", "missing"),
     [
         ("{{ nope }}", "'nope' is undefined"),
-        ("{{ item.missing }}", "has no attribute 'missing'"),
-        ("{{ item['missing'] }}", "has no attribute 'missing'"),
+        ("{{ item.missing }}", r"no key 'missing' \(the keys are: id\)"),
+        ("{{ item['missing'] }}", r"no key 'missing' \(the keys are: id\)"),
+        ("{{ item[0] }}", r"no key 0 \(the keys are: id\)"),
+        ("{{ item.id.real.nope }}", "'int object' has no attribute 'nope'"),
         ("{{ nope ~ 'x' }}", "'nope' is undefined"),
         ("{% if nope %}x{% endif %}", "'nope' is undefined"),
         ("{% for x in nope %}{% endfor %}", "'nope' is undefined"),
@@ -127,6 +129,20 @@ def test_ordinary_templates_render_frozen_vars_plainly() -> None:
 def test_an_undefined_name_is_an_error_not_an_empty_string(source: str, missing: str) -> None:
     with pytest.raises(UndefinedError, match=missing):
         render_text(source, item={"id": 1})
+
+
+def test_a_missing_key_of_an_item_names_the_keys_it_has() -> None:
+    # items and vars reach templates as read-only mappings, which Jinja would call by their
+    # Python type ("'mappingproxy object' has no attribute 'titel'")
+    item = MappingProxyType({"id": 1, "title": "t", **{f"k{n}": n for n in range(12)}})
+    with pytest.raises(UndefinedError) as caught:
+        render_text("{{ item.titel }}", item=item)
+    assert str(caught.value) == (
+        "no key 'titel' (did you mean 'title'? the keys are: "
+        "id, title, k0, k1, k2, k3, k4, k5, k6, k7, ... (14 in all))"
+    )
+    with pytest.raises(UndefinedError, match=r"no key 'x' \(it is empty\)"):
+        render_text("{{ vars.x }}", vars=MappingProxyType({}))
 
 
 def test_undefined_names_can_still_be_tested_for() -> None:
