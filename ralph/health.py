@@ -20,6 +20,7 @@ from ralph.errors import ConfigError, RalphError
 from ralph.keys import KeyRing
 from ralph.providers import HTTP_PROVIDERS, PROVIDERS
 from ralph.recipe.model import AgentCheck, CommandCheck, HttpCheck, Recipe
+from ralph.secrets import redact
 
 if TYPE_CHECKING:
     import aiohttp
@@ -83,7 +84,7 @@ async def _timed(name: str, probe: Probe) -> CheckResult:
     except (OSError, TimeoutError) as exc:
         problem = f"{exc.__class__.__name__}: {exc}"
     latency_ms = (time.perf_counter() - started) * 1000
-    return CheckResult(name, problem is None, latency_ms, problem or "ok")
+    return CheckResult(name, problem is None, latency_ms, redact(problem) if problem else "ok")
 
 
 def _agent_probe(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ralph.errors import ConfigError
 from ralph.recipe.model import Agent
+from ralph.secrets import remember_secret
 
 
 class InsecureKeyFile(ConfigError):
@@ -83,14 +84,29 @@ def resolve_key(agent: Agent, *, allow_insecure_file: bool = False) -> Secret | 
                 f"agent '{agent.name}': environment variable {agent.api_key_env} is not set "
                 "(it should hold the API key)"
             )
-        return Secret(value.strip())
+        return _checked(agent, value.strip(), f"environment variable {agent.api_key_env}")
     if agent.api_key_file is not None:
         if not allow_insecure_file:
             _refuse_open_permissions(agent)
-        return Secret(_read_key_file(agent))
+        return _checked(agent, _read_key_file(agent), f"api_key_file {agent.api_key_file}")
     if agent.api_key_command is not None:
-        return Secret(_run_key_command(agent))
+        program = agent.api_key_command[0]
+        return _checked(agent, _run_key_command(agent), f"api_key_command '{program}'")
     return None
+
+
+def _checked(agent: Agent, value: str, source: str) -> Secret:
+    """The key, remembered so that messages mask it. A control character (a pasted newline)
+    or a letter outside ASCII cannot go into an HTTP header as it is: a configuration error
+    here, not a failed request (or a crash) later."""
+    remember_secret(value)
+    bad = next((c for c in value if not " " <= c <= "~"), None)
+    if bad is not None:
+        raise ConfigError(
+            f"agent '{agent.name}': the key from {source} contains the character "
+            f"U+{ord(bad):04X}; a key is one line of printable ASCII"
+        )
+    return Secret(value)
 
 
 def _refuse_open_permissions(agent: Agent) -> None:

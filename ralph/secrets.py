@@ -37,9 +37,41 @@ def count_secrets(text: str) -> int:
     return sum(1 for _ in _SECRET.finditer(text))
 
 
+class _KnownSecrets:
+    """The keys this process has read: a key of no known shape (a self-hosted server's token,
+    an Azure key) is still masked wherever an API echoes it back. A key of a known shape keeps
+    its kind's label, so a message reads the same whichever way its key was found."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, str] = {}
+        self.pattern: re.Pattern[str] | None = None
+
+    def add(self, value: str) -> None:
+        if len(value) < MIN_KNOWN_LENGTH or value in self.labels:
+            return
+        shape = _SECRET.fullmatch(value)
+        self.labels[value] = f"[REDACTED:{shape.lastgroup if shape else 'key'}]"
+        longest_first = sorted(self.labels, key=len, reverse=True)
+        self.pattern = re.compile("|".join(re.escape(v) for v in longest_first))
+
+    def mask(self, text: str) -> str:
+        if self.pattern is None:
+            return text
+        return self.pattern.sub(lambda match: self.labels[match.group(0)], text)
+
+
+MIN_KNOWN_LENGTH = 8  # a shorter "key" would mask ordinary words in messages
+_known = _KnownSecrets()
+
+
+def remember_secret(value: str) -> None:
+    """From now on `redact` masks `value` too (keys are remembered as they are read)."""
+    _known.add(value)
+
+
 def redact(text: str) -> str:
     """Each secret replaced by `[REDACTED:<kind>]`; used on every message shown to a user."""
-    return _SECRET.sub(_replacement, text)
+    return _SECRET.sub(_replacement, _known.mask(text))
 
 
 def _replacement(match: re.Match[str]) -> str:

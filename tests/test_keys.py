@@ -11,6 +11,7 @@ import pytest
 from ralph.errors import ConfigError
 from ralph.keys import KeySource, Secret, resolve_key
 from ralph.recipe.model import Agent
+from ralph.secrets import redact
 from ralph.testing import FakeLLMServer
 from tests.conftest import TEST_KEY, Result, apply_args, write_recipe
 
@@ -53,6 +54,28 @@ def test_a_missing_or_blank_env_var_names_the_variable(
         resolve_key(agent(api_key_env="RALPH_TEST_KEY"))
     assert "agent 'writer'" in str(caught.value)
     assert "RALPH_TEST_KEY is not set" in str(caught.value)
+
+
+def test_a_key_read_is_masked_in_messages_whatever_its_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shapeless = "tok_0a1b2c3d4e5f-selfhosted"  # no known key format: only reading it tells
+    assert redact(f"denied for {shapeless}") == f"denied for {shapeless}"
+    monkeypatch.setenv("RALPH_TEST_KEY", shapeless)
+    resolve_key(agent(api_key_env="RALPH_TEST_KEY"))
+    assert redact(f"denied for {shapeless}.") == "denied for [REDACTED:key]."
+
+
+@pytest.mark.parametrize("character", ["\n", "\r", "\x01", "\x7f", "ключ"])
+def test_a_key_that_cannot_go_into_a_header_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, character: str
+) -> None:
+    monkeypatch.setenv("RALPH_TEST_KEY", f"sk-first-half{character}second-half")
+    with pytest.raises(ConfigError) as caught:
+        resolve_key(agent(api_key_env="RALPH_TEST_KEY"))
+    message = str(caught.value)
+    assert message.startswith("agent 'writer': the key from environment variable RALPH_TEST_KEY")
+    assert "printable ASCII" in message and "half" not in message
 
 
 def test_key_from_a_file_is_stripped(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ HttpProvider, the base of the OpenAI and Anthropic providers."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -29,12 +30,14 @@ async def send(
 ) -> Any:
     """The JSON of a 2xx answer; any other outcome raises AttemptError with its retry class."""
     try:
+        # a redirect is not followed: aiohttp would carry custom headers (x-api-key) along,
+        # to whatever host the redirect names
         async with session.request(
-            method, url, data=body, headers=headers, timeout=timeout
+            method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
         ) as resp:
             raw = await resp.read()
             if resp.status >= 300:
-                raise _status_error(resp.status, resp.headers.get("Retry-After"), raw)
+                raise _status_error(resp.status, resp.headers, raw)
     except TimeoutError:
         raise AttemptError("timeout", f"no answer within {timeout.total:g}s") from None
     except aiohttp.ClientError as exc:
@@ -47,7 +50,17 @@ async def send(
         raise AttemptError("invalid_response", f"the answer is not valid JSON ({exc})") from None
 
 
-def _status_error(status: int, retry_after: str | None, raw: bytes) -> AttemptError:
+def _status_error(status: int, headers: Mapping[str, str], raw: bytes) -> AttemptError:
+    retry_after = headers.get("Retry-After")
+    if 300 <= status < 400:
+        location = headers.get("Location")
+        target = f" to {redact(location)}" if location else ""
+        return AttemptError(
+            "fatal",
+            f"HTTP {status}: the API redirects{target}, and ralph does not follow redirects "
+            "(the key would go along); set base_url to the address it redirects to",
+            status=status,
+        )
     api_message = _api_message(raw)
     message = f"HTTP {status}: {api_message}" if api_message else f"HTTP {status}"
     if status == 429:
@@ -74,7 +87,7 @@ def _api_message(raw: bytes) -> str | None:
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         # APIs echo what they were sent, keys included ("invalid token sk-...")
-        return redact(str(error["message"])[:500])
+        return redact(str(error["message"]))[:500]  # whole, or a cut key would show
     return None
 
 

@@ -168,6 +168,15 @@ def test_a_key_echoed_by_the_api_is_redacted(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_long_message_is_cut_after_the_key_in_it_is_masked(kind: str) -> None:
+    # cut first, a key straddling the cut would show its first characters unmasked
+    message = "x" * 485 + f" {KEY}"
+    error = failure(kind, Fault("status", status=400, message=message))
+    assert KEY[:12] not in str(error)
+    assert str(error).startswith("HTTP 400: xxx") and len(str(error)) <= len("HTTP 400: ") + 500
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
 def test_a_dropped_connection_is_connection(kind: str) -> None:
     error = failure(kind, Fault("drop"))
     assert error.kind == "connection"
@@ -283,6 +292,32 @@ def test_health_when_nothing_listens(kind: str, unused_port: int) -> None:
 
     reason = asyncio.run(scenario())
     assert reason is not None and reason.startswith("connection failed")
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_redirect_is_not_followed_so_the_key_stays_home(kind: str) -> None:
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> Any:
+        async def elsewhere(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(f"{server.root_url}{request.path}")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", elsewhere)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        try:
+            provider = make(kind, f"http://127.0.0.1:{runner.addresses[0][1]}/v1", session)
+            with pytest.raises(AttemptError) as caught:
+                await provider.complete(REQUEST)
+            return caught.value, await provider.health(), sum(server.counts.values())
+        finally:
+            await runner.cleanup()
+
+    error, health, reached = against_fake(scenario)
+    assert reached == 0  # the server redirected to never saw the key
+    assert error.kind == "fatal"
+    assert str(error).startswith("HTTP 307: the API redirects to http://127.0.0.1:")
+    assert "does not follow redirects" in str(error) and health and "HTTP 307" in health
 
 
 # -- odd but real-world answers, from a tiny server of our own ----------------------------------

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from ralph.testing import FakeLLMServer, Fault, RecordedRequest
 from tests.conftest import TEST_KEY, Result, apply_args, write_recipe
 
@@ -273,6 +275,26 @@ def test_key_never_written_anywhere(
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert TEST_KEY.encode() not in path.read_bytes(), path
+
+
+def test_a_key_of_no_known_shape_echoed_by_the_api_is_masked(
+    ralph: Callable[..., Result], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shapeless = "tok_9f8e7d6c5b4a-selfhosted"
+    monkeypatch.setenv("OPENAI_API_KEY", shapeless)
+    with FakeLLMServer(api_key=shapeless).in_thread() as server:
+        server.inject(Fault("status", status=401, message=f"bad key {shapeless}", times=10))
+        recipe = write_recipe(tmp_path, recipe_text(server.base_url, items=2))
+        health = ralph("health", str(recipe))
+        summary = str(tmp_path / "run.json")
+        result = apply(ralph, recipe, tmp_path, "--skip-health", "--summary-file", summary)
+    assert health.code == 1 and result.code == 3
+    printed = health.out + health.err + result.out + result.err
+    assert "bad key [REDACTED:key]" in printed
+    assert shapeless not in printed
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert shapeless.encode() not in path.read_bytes(), path
 
 
 def test_nested_params_are_sent_and_keyed(
