@@ -29,7 +29,16 @@ def safe_output_path(out_dir: Path, rendered: str) -> Path:
         raise OutputPathError(f"output path {rendered!r} is not a usable path: {exc}") from None
     if not target.is_relative_to(root) or target == root:
         raise OutputPathError(f"output path '{rendered}' leaves the output directory")
+    long = next((p for p in target.relative_to(root).parts if len(p.encode()) > NAME_MAX), None)
+    if long is not None:
+        raise OutputPathError(
+            f"output path '{rendered}' has a name of {len(long.encode())} bytes; file systems "
+            f"take at most {NAME_MAX}"
+        )
     return target
+
+
+NAME_MAX = 255  # bytes in one file name, on every common file system
 
 
 def jsonl_path(out_dir: Path, task: str, shard: Shard | None) -> Path:
@@ -41,7 +50,8 @@ def jsonl_path(out_dir: Path, task: str, shard: Shard | None) -> Path:
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temp file in the same folder and rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    # a short name of its own: `.{name}.tmp` would pass NAME_MAX when `name` nearly does
+    temp = path.with_name(f".ralph-{os.urandom(6).hex()}.tmp")
     # not mkstemp: its 0o600 would make every output private; 0o666 less the umask is what
     # any other program writing the file would give it
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ralph.cache import KeyMaker, short_key
@@ -25,7 +26,7 @@ from ralph.run.loop import LoopTask
 from ralph.run.outputs import OutputPathError, jsonl_path
 from ralph.run.prepare import ItemRejected, Prepared, Preparer
 from ralph.run.retry import backoff_s, is_retryable
-from ralph.run.writer import Done, Failed, Skipped, TaskWriter
+from ralph.run.writer import Done, Failed, Outcome, OutputError, Skipped, TaskWriter
 from ralph.secrets import count_secrets
 
 if TYPE_CHECKING:
@@ -72,8 +73,10 @@ class TaskRun:
             engine.cache if self.use_cache else None,
             task.cache.ttl_s,
             engine.keeps_answers,
+            self._unwritten,
             redact=self._redacts,
         )
+        self.write_error: OutputError | None = None
         self.log = engine.logger
 
     async def run(self) -> None:
@@ -91,11 +94,13 @@ class TaskRun:
         finally:
             self.engine.workers.difference_update(workers)
             flusher.cancel()
-            self.writer.close()
+            self._flush(self.writer.close)
             if self.loops is not None:
                 self.loops.close()
             self._publish_answers()
             self.stats.wall_s += time.monotonic() - started
+        if self.write_error is not None:
+            raise self.write_error
         for result in results:
             if isinstance(result, Exception):
                 raise result
@@ -329,7 +334,7 @@ class TaskRun:
         if done.cached:
             self.stats.cached += 1
         self.engine.progress_advance(self.task.name, "cached" if done.cached else "done")
-        self.writer.add(done)
+        self._keep(done)
 
     def filter_answer(self, text: str, prepared: Prepared) -> str:
         """The answer through the task's output filters; a redaction is a security event."""
@@ -362,16 +367,46 @@ class TaskRun:
         self.engine.progress_advance(self.task.name, "failed")
         key = item_key(item, index)
         event(self.log, logging.ERROR, "item_failed", task=self.task.name, item=key, error=reason)
-        self.writer.add(Failed(index, item, reason))
+        self._keep(Failed(index, item, reason))
 
     def not_started(self, index: int) -> None:
         self.stats.not_started += 1
-        self.writer.add(Skipped(index))
+        self._keep(Skipped(index))
+
+    def _keep(self, outcome: Outcome) -> None:
+        if self.writer.add(outcome):
+            self._flush(self.writer.submit)
+
+    def _flush(self, write: Callable[[], None]) -> None:
+        """`write` (submit or close); when the cache or the JSONL cannot be written, nothing
+        more is asked (its answer could not be kept) and the error ends the task."""
+        try:
+            write()
+        except OutputError as exc:
+            self.write_error = self.write_error or exc
+            self.engine.stopping = True
+
+    def _unwritten(self, done: Done, reason: str) -> None:
+        """A finished item whose output file could not be written fails after all."""
+        self.stats.done -= 1
+        if done.cached:
+            self.stats.cached -= 1
+        self.stats.failed += 1
+        self.stats.failures[reason] += 1
+        prepared = done.prepared
+        event(
+            self.log,
+            logging.ERROR,
+            "item_failed",
+            task=self.task.name,
+            item=prepared.key,
+            error=reason,
+        )
 
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            self.writer.submit()
+            self._flush(self.writer.submit)
 
     def _publish_answers(self) -> None:
         answers = self.writer.answers

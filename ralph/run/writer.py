@@ -7,6 +7,7 @@ thread was measured: GIL hand-offs cost more than the SQLite work it moved off t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,19 @@ class Skipped:
 Outcome = Done | Failed | Skipped
 
 
+Unwritten = Callable[[Done, str], None]
+"""Told of a finished item whose output file could not be written, and why."""
+
+
 class TaskWriter:
+    """Caches and writes finished items in batches.
+
+    An output file that cannot be written (a name the file system refuses, a folder where the
+    file should be) fails that item alone, through `unwritten`; its answer stays cached, so a
+    re-run writes it without paying again. A cache or JSONL write that fails raises
+    OutputError: the run cannot keep anything more.
+    """
+
     def __init__(
         self,
         out_dir: Path,
@@ -63,6 +76,7 @@ class TaskWriter:
         cache: ResponseCache | None,
         ttl_s: float | None,
         keep_answers: bool,
+        unwritten: Unwritten,
         redact: bool = False,
     ) -> None:
         self._out_dir = out_dir
@@ -70,13 +84,14 @@ class TaskWriter:
         self._jsonl = OrderedJsonl(jsonl) if jsonl is not None else None
         self._cache = cache
         self._ttl_s = ttl_s
+        self._unwritten = unwritten
         self.answers: dict[int | str, str] | None = {} if keep_answers else None
         self._batch: list[Outcome] = []
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome) -> bool:
+        """Hold `outcome`; True when the batch is full and should be submitted."""
         self._batch.append(outcome)
-        if len(self._batch) >= BATCH:
-            self.submit()
+        return len(self._batch) >= BATCH
 
     def submit(self) -> None:
         """Cache and write the items held so far."""
@@ -121,11 +136,15 @@ class TaskWriter:
                 self._jsonl.add(outcome.index, {**record, "error": outcome.reason})
             return
         prepared = outcome.prepared
+        if prepared.output_path is not None:
+            try:
+                write_atomic(prepared.output_path, outcome.text)
+            except OSError as exc:
+                self._unwritten(outcome, f"cannot write {prepared.output}: {exc.strerror or exc}")
+                return
         if self.answers is not None:
             by_id = prepared.key != str(prepared.index)
             self.answers[prepared.key if by_id else prepared.index] = outcome.text
-        if prepared.output_path is not None:
-            write_atomic(prepared.output_path, outcome.text)
         if self._jsonl is not None:
             self._jsonl.add(prepared.index, _line(outcome))
 

@@ -75,6 +75,22 @@ def test_unusable_paths_are_an_output_error_not_a_crash(out: Path, rendered: str
         safe_output_path(out, rendered)
 
 
+def test_a_name_longer_than_file_systems_take_is_refused_before_anything_is_sent(
+    out: Path,
+) -> None:
+    assert safe_output_path(out, "d/" + "n" * 255).name == "n" * 255
+    with pytest.raises(OutputPathError, match="has a name of 256 bytes; file systems take"):
+        safe_output_path(out, "d/" + "n" * 256)
+    with pytest.raises(OutputPathError, match="a name of 256 bytes"):
+        safe_output_path(out, "é" * 128 + "/x.md")  # bytes, not characters
+
+
+def test_write_atomic_takes_the_longest_name_a_file_system_does(out: Path) -> None:
+    target = out / ("n" * 255)
+    write_atomic(target, "text")
+    assert target.read_text() == "text"
+
+
 def test_write_atomic_creates_folders_and_leaves_no_temp_file(out: Path) -> None:
     target = out / "a" / "b" / "answer.md"
     write_atomic(target, "héllo\n")

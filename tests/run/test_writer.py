@@ -1,0 +1,67 @@
+"""Finished items kept: an output that cannot be written fails its item alone; a cache or JSONL
+that cannot be written stops the run with an error. Nothing is dropped without a word."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Result, apply_args, write_recipe
+
+
+def recipe(tmp_path: Path, items: str, output: str | None) -> Path:
+    line = f'            output: "{output}"\n' if output else ""
+    return write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: writer-test
+        agents:
+          a: {{provider: echo, concurrency: 4}}
+        tasks:
+          - name: t
+            agent: a
+            for_each: {items}
+            prompt: "Say {{{{ item }}}}"
+{line}""",
+    )
+
+
+def test_an_output_that_cannot_be_written_fails_its_item_and_no_other(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    # 'report' is a folder once 'report/summary.md' is written: that item alone cannot be
+    names = ["report/summary.md", "report", "c.md", "d.md", "e.md"]
+    path = recipe(tmp_path, json.dumps(names), "{{ item }}")
+    result = ralph(*apply_args(path, tmp_path / "out"))
+    assert result.code == 3, result.out + result.err
+    assert "1 x cannot write report: Is a directory" in result.out
+    for name in ("report/summary.md", "c.md", "d.md", "e.md"):
+        assert (tmp_path / "out" / name).read_text().startswith(f"Say {name}"), name
+    summary = [line.split() for line in result.out.splitlines() if line.startswith("t ")]
+    assert summary == [["t", "5", "4", "0", "1", "0"]]
+
+
+def test_a_name_too_long_for_the_file_system_is_refused_before_it_is_asked(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    names = ["ok1", "L" * 255, "M" * 256, "ok2"]
+    path = recipe(tmp_path, json.dumps(names), "{{ item }}")
+    result = ralph(*apply_args(path, tmp_path / "out", "--log-format", "json"))
+    assert result.code == 3, result.out + result.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["L" * 255, "ok1", "ok2"]
+    assert "has a name of 256 bytes" in result.out
+
+
+def test_a_jsonl_that_cannot_be_written_stops_the_run_with_an_error(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    # the OS refuses the writes (ENOSPC), as a full disk would
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "t.jsonl.part").symlink_to("/dev/full")
+    path = recipe(tmp_path, json.dumps([f"item {n} " + "x" * 200 for n in range(3000)]), None)
+    result = ralph(*apply_args(path, out))
+    assert result.code == 1, result.out + result.err
+    assert "cannot write outputs under" in result.err and "No space left" in result.err
