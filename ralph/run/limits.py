@@ -48,6 +48,12 @@ class Budget:
         self.tokens += tokens
         self.cost_usd += cost_usd
 
+    def release(self, reservation: Reservation) -> None:
+        """Give back a reservation whose request was never sent."""
+        self.requests -= 1
+        self._reserved_tokens -= reservation.tokens
+        self._reserved_cost -= reservation.cost_usd
+
     def stop(self, reason: str) -> None:
         if self.stopped is None:
             self.stopped = reason

@@ -216,8 +216,8 @@ class TaskRun:
         engine, policy = self.engine, rt.agent.retries
         worst_input = worst_input_tokens(request)
         for attempt in range(1, policy.attempts + 1):
-            if engine.stopping:
-                return STOPPED
+            if (held := self._held_back(rt)) is not None:
+                return held
             reservation = engine.budget.reserve(
                 worst_input + rt.worst_output, rt.cost(worst_input, rt.worst_output)
             )
@@ -231,6 +231,9 @@ class TaskRun:
                     if rt.paced:
                         tokens = estimate_tokens(request.prompt, rt.agent.chars_per_token)
                         await rt.pace(tokens + rt.worst_output)
+                    if (held := self._held_back(rt)) is not None:
+                        engine.budget.release(reservation)
+                        return held
                     started = time.perf_counter()
                     response = await rt.provider.complete(request)
                 text = self.filter_answer(response.text, prepared)
@@ -249,6 +252,15 @@ class TaskRun:
             return text, response
         return "retries exhausted"
 
+    def _held_back(self, rt: AgentRuntime) -> str | _Stopped | None:
+        """Why an attempt must not be sent now: the run stopped, or the agent was found
+        exhausted while this item waited (for a retry, for a slot, for its pace)."""
+        if self.engine.stopping:
+            return STOPPED
+        if rt.exhausted is not None:
+            return f"agent '{rt.agent.name}' is exhausted: {rt.exhausted}"
+        return None
+
     async def _after_failure(
         self, rt: AgentRuntime, error: AttemptError, attempt: int
     ) -> str | _Stopped | None:
@@ -256,14 +268,15 @@ class TaskRun:
         engine, policy = self.engine, rt.agent.retries
         if error.kind == "429":
             rt.limit.on_rate_limited()
-            max_wait = engine.recipe.limits.max_retry_wait_s
-            if error.quota_exhausted or (error.retry_after_s or 0) > max_wait:
-                rt.exhausted = (
-                    str(error)
-                    if error.quota_exhausted
-                    else f"Retry-After {error.retry_after_s:g}s exceeds max_retry_wait"
-                )
-                return f"agent '{rt.agent.name}' is exhausted: {rt.exhausted}"
+        # a 503's Retry-After as much as a 429's: waiting longer than allowed will not help
+        max_wait = engine.recipe.limits.max_retry_wait_s
+        if error.quota_exhausted or (error.retry_after_s or 0) > max_wait:
+            rt.exhausted = (
+                str(error)
+                if error.quota_exhausted
+                else f"Retry-After {error.retry_after_s:g}s exceeds max_retry_wait"
+            )
+            return f"agent '{rt.agent.name}' is exhausted: {rt.exhausted}"
         if not is_retryable(error.kind, policy) or attempt >= policy.attempts:
             suffix = f" after {attempt} attempts" if attempt > 1 else ""
             return f"{error}{suffix}"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from ralph.testing import FakeLLMServer, Fault, RecordedRequest
 from tests.conftest import TEST_KEY, Result, apply_args, write_recipe
@@ -295,6 +299,72 @@ def test_a_key_of_no_known_shape_echoed_by_the_api_is_masked(
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert shapeless.encode() not in path.read_bytes(), path
+
+
+def test_items_waiting_for_the_agent_are_not_sent_once_max_runtime_is_up(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.latency_s = 0.3
+    # one slot on the writer, four more workers from the fallback's: they queue for the slot
+    queued = "concurrency: 1\n            fallback: backup\n          backup: {provider: echo, concurrency: 4}"  # noqa: E501
+    text = recipe_text(server.base_url, items=10, agent_extra=queued, limits="max_runtime: 500ms")
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 4, result.out + result.err
+    assert server.counts[CHAT] <= 2  # sent before the stop; none after it
+
+
+def test_an_item_waiting_to_retry_does_not_ask_an_agent_exhausted_meanwhile(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(
+        Fault("rate_limit", retry_after=0.3),  # the first item waits 0.3 s to try again
+        Fault("rate_limit", insufficient_quota=True),  # the second finds the quota gone
+    )
+    backup = "concurrency: 2\n            fallback: backup\n          backup: {provider: echo}"
+    text = recipe_text(server.base_url, items=2, agent_extra=backup)
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 0, result.out + result.err
+    assert server.counts[CHAT] == 2  # the wait ended on the fallback, not on the writer
+
+
+def test_a_5xx_retry_after_past_max_retry_wait_exhausts_the_agent(
+    ralph: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    seen: list[str] = []
+
+    async def busy(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(status=503, headers={"Retry-After": "400"}, text="busy")
+
+    with serving(busy) as base_url:
+        backup = "concurrency: 1\n            fallback: backup\n          backup: {provider: echo}"
+        text = recipe_text(base_url, items=3, agent_extra=backup, limits="max_retry_wait: 5s")
+        result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 0, result.out + result.err
+    assert len(seen) == 1  # then the agent is exhausted: the fallback answers every item
+    answered_by = [line["agent"] for line in lines(tmp_path / "out" / "answer.jsonl")]
+    assert answered_by == ["backup"] * 3
+
+
+@contextlib.contextmanager
+def serving(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Iterator[str]:
+    """A one-handler HTTP server on 127.0.0.1, on a thread of its own: its base URL."""
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
 
 
 def test_nested_params_are_sent_and_keyed(
