@@ -1,7 +1,8 @@
 """A local command-line agent: the prompt on stdin, the answer on stdout.
 
-The child runs in its own process group, so a timeout or Ctrl-C kills it and everything it
-started; no shell is involved unless the recipe asks for one.
+The child runs in its own process group, so a timeout, Ctrl-C or an answer longer than
+`max_output` kills it and everything it started; no shell is involved unless the recipe asks
+for one.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import signal
 
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
 from ralph.recipe.model import Agent
+from ralph.secrets import redact
 
 _GRACE_S = 2.0
+_CHUNK = 65_536
+_STDERR_KEPT = 65_536  # the message quotes one line of stderr; this is far more than a line
 _RUNNING: set[int] = set()  # process groups of agents still running, for kill_all()
 
 
@@ -37,7 +41,9 @@ class CommandProvider:
         process = await self._spawn()
         _RUNNING.add(process.pid)
         try:
-            out, err = await asyncio.wait_for(process.communicate(stdin), self.agent.timeout_s)
+            out, err = await asyncio.wait_for(
+                _converse(process, stdin, self.agent.max_output_bytes), self.agent.timeout_s
+            )
         except TimeoutError:
             await kill_group(process)
             raise AttemptError(
@@ -49,12 +55,9 @@ class CommandProvider:
         finally:
             _RUNNING.discard(process.pid)
         if process.returncode != 0:
-            tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+            # agents print failures with whatever credentials they were given
+            tail = redact(err.decode("utf-8", "replace")).strip().splitlines()[-1:] or [""]
             raise AttemptError("5xx", f"command exited with {process.returncode}: {tail[0][:200]}")
-        if len(out) > self.agent.max_output_bytes:
-            raise AttemptError(
-                "invalid_response", f"command printed more than {self.agent.max_output_bytes} bytes"
-            )
         text = out.decode("utf-8", "replace")
         return Response(text, estimate_tokens(stdin.decode()), estimate_tokens(text))
 
@@ -97,15 +100,87 @@ class CommandProvider:
         return None if code == 0 else f"probe '{' '.join(probe)}' exited with {code}"
 
 
-async def kill_group(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM the child's whole group, then SIGKILL whatever is still there after a grace."""
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+async def _converse(
+    process: asyncio.subprocess.Process, stdin: bytes, max_output: int
+) -> tuple[bytes, bytes]:
+    """Stdout and the tail of stderr, with stdin fed all the while: a big prompt must not wait
+    on a full stdout pipe, and neither stream may fill memory before its size is checked."""
+    assert process.stdin and process.stdout and process.stderr
+    feeding = asyncio.create_task(_feed(process.stdin, stdin))
+    tail = asyncio.create_task(_tail(process.stderr, _STDERR_KEPT))
     try:
-        await asyncio.wait_for(process.wait(), _GRACE_S)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        out = await _read_at_most(process.stdout, max_output)
+        await feeding
+        err = await tail
         await process.wait()
+    finally:
+        feeding.cancel()
+        tail.cancel()
+        await asyncio.gather(feeding, tail, return_exceptions=True)
+    return out, err
+
+
+async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
+    try:
+        # an agent may exit, or close stdin, without reading all of its prompt
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            pipe.write(data)
+            await pipe.drain()
+    finally:
+        pipe.close()
+
+
+async def _read_at_most(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """Everything up to end of file, or AttemptError as soon as more than `limit` bytes came."""
+    out = bytearray()
+    while chunk := await stream.read(_CHUNK):
+        out += chunk
+        if len(out) > limit:
+            raise AttemptError("invalid_response", f"command printed more than {limit} bytes")
+    return bytes(out)
+
+
+async def _tail(stream: asyncio.StreamReader, keep: int) -> bytes:
+    """The whole lines among the last `keep` bytes of `stream`, read to end of file."""
+    tail = bytearray()
+    dropped = False
+    while chunk := await stream.read(_CHUNK):
+        tail += chunk
+        if len(tail) > keep:
+            del tail[:-keep]
+            dropped = True
+    if not dropped:
+        return bytes(tail)
+    # a cut line may be a cut secret, which redact() would no longer recognise
+    start = tail.find(b"\n")
+    return bytes(tail[start + 1 :]) if start >= 0 else b""
+
+
+async def kill_group(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM the child's whole group, then SIGKILL whatever is left once the child is gone
+    or the grace is over."""
+    # process.wait() does not return while a pipe is open, and one nobody reads stays open
+    draining = asyncio.create_task(_discard_pipes(process))
+    try:
+        # The group is signalled even when the child has exited: what it started can outlive
+        # it, holding its pipes. Only the child can be waited for, the rest not being ours.
+        _signal_group(process.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), _GRACE_S)
+        _signal_group(process.pid, signal.SIGKILL)
+        await process.wait()
+        await draining
+    finally:
+        draining.cancel()
+
+
+async def _discard_pipes(process: asyncio.subprocess.Process) -> None:
+    for stream in (process.stdout, process.stderr):
+        while stream is not None and await stream.read(_CHUNK):
+            pass
+
+
+def _signal_group(group: int, signum: signal.Signals) -> None:
+    # an empty group is already what we want
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signum)

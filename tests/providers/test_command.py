@@ -142,3 +142,84 @@ print("ok")
     assert apply(ralph, cached, tmp_path).code == 0
     assert apply(ralph, cached, tmp_path).code == 0
     assert (tmp_path / "calls").read_text() == "xxxxxx"
+
+
+def single_attempt(recipe: Path) -> Path:
+    """The recipe with one item and one attempt, for tests that watch a single run."""
+    text = recipe.read_text().replace("[{id: a}, {id: b}]", "[{id: a}]")
+    recipe.write_text(text.replace("attempts: 2", "attempts: 1"))
+    return recipe
+
+
+LEAVES_A_CHILD = """
+import subprocess, sys
+sys.stdin.read()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+open("child.pid", "w").write(str(child.pid))
+print("done, but my child still holds stdout")
+"""
+
+
+def test_timeout_kills_the_group_after_the_agent_itself_exited(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = single_attempt(command_recipe(tmp_path, LEAVES_A_CHILD, extra="timeout: 500ms"))
+    result = apply(ralph, recipe, tmp_path)
+    assert result.code == 3
+    assert "did not finish within 0.5s" in result.out
+    child = int((tmp_path / "child.pid").read_text())
+    assert gone(child), "the agent's child process outlived the timeout"
+
+
+PRINTS_FOREVER = """
+import sys
+sys.stdin.read()
+while True:
+    sys.stdout.write("x" * 65536)
+"""
+
+
+def test_endless_output_fails_as_too_much_output_not_as_a_timeout(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    extra = "timeout: 5s\n            max_output: 1MB"
+    recipe = single_attempt(command_recipe(tmp_path, PRINTS_FOREVER, extra=extra))
+    result = apply(ralph, recipe, tmp_path)
+    assert result.code == 3
+    assert "printed more than 1000000 bytes" in result.out
+
+
+WRITES_BEFORE_READING = """
+import sys
+sys.stdout.write("y" * 1_000_000)
+sys.stdout.flush()
+print(len(sys.stdin.read()))
+"""
+
+
+def test_a_big_prompt_and_a_big_answer_do_not_block_each_other(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = single_attempt(command_recipe(tmp_path, WRITES_BEFORE_READING, extra="timeout: 20s"))
+    big = "z" * 500_000
+    recipe.write_text(recipe.read_text().replace("[{id: a}]", f"[{{id: {big}}}]"))
+    result = apply(ralph, recipe, tmp_path)
+    assert result.code == 0, result.out
+    assert records(tmp_path)[0]["answer"] == "y" * 1_000_000 + f"{len('Do ' + big)}\n"
+
+
+LEAKS_A_KEY = """
+import sys
+sys.stdin.read()
+sys.exit("Error: authentication failed for key sk-test-SECRETVALUE123")
+"""
+
+
+def test_stderr_quoted_in_a_failure_is_redacted(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    result = apply(ralph, single_attempt(command_recipe(tmp_path, LEAKS_A_KEY)), tmp_path)
+    assert result.code == 3
+    assert "authentication failed for key [REDACTED:openai]" in result.out
+    written = "".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert "SECRETVALUE123" not in result.out + result.err + written
