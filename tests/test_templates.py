@@ -7,11 +7,17 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.exceptions import (
+    SecurityError,
+    TemplateRuntimeError,
+    TemplateSyntaxError,
+    UndefinedError,
+)
 
 from ralph.errors import RecipeError
 from ralph.recipe.validate import load_recipe
 from ralph.templates import (
+    MAX_OUTPUT_CHARS,
     Scope,
     TemplateFinding,
     base_context,
@@ -108,6 +114,92 @@ def test_ordinary_templates_render_frozen_vars_plainly() -> None:
     # no HTML escaping (prompts are not HTML) and the trailing newline is kept
     rendered = render(compile_template(source), base_context(**context))
     assert rendered == "terse terse a,b dflt\n2 <b>hot</b>\n"
+
+
+# --- bounds: a few bytes of template cannot take the machine ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "refused"),
+    [
+        # each only just past its limit, so that even unbounded it is quickly wrong, not a hang
+        ("{{ 7 ** 20000 }}", r"'\*\*' would make a number of about 16902 digits"),
+        ("{{ 2 ** 200000000 }}", r"'\*\*' would make a number of about 60205999 digits"),
+        ("{{ (10 ** 4000) * (10 ** 4000) }}", r"'\*' would make a number of about 8000 digits"),
+        ("{{ 'ab' * 6000000 }}", r"'\*' would build 12000000 characters"),
+        ("{{ 6000000 * ['a', 'b'] }}", r"'\*' would build 12000000 characters or items"),
+        ("{{ '%12000000d' % 1 }}", r"'%' would build 12000000 characters"),
+        ("{{ '%d %.12000000f' % (1, 2.0) }}", r"'%' would build 12000000 characters"),
+        ("{{ '%12000000d'|format(1) }}", r"\|format would build 12000000 characters"),
+        ("{{ 'x'|center(12000000) }}", r"\|center would build 12000000 characters"),
+        ("{{ 'a\nb'|indent(6000000) }}", r"\|indent would build 12000000 characters"),
+        ("{{ [1]|batch(12000000, 0)|list }}", r"\|batch would build 12000000 characters"),
+    ],
+)
+def test_constant_expressions_past_a_limit_are_refused_not_computed(
+    source: str, refused: str
+) -> None:
+    # Jinja computes constant expressions while compiling, which is what `check()` (validate)
+    # does: these must be left to the render, which refuses them
+    assert messages(source) == []
+    assert len(environment().compile(source, raw=True)) < 10_000
+    with pytest.raises(SecurityError, match=f"{refused}.*at most"):
+        render_text(source)
+
+
+@pytest.mark.parametrize(
+    ("source", "refused"),
+    [
+        ("{{ '%*d' % (12000000, 1) }}", "'%' would build 12000001"),
+        ("{{ 'x'.ljust(12000000) }}", "str.ljust would build 12000000"),
+        ("{{ ('\t' * 12).expandtabs(tabsize=1000000) }}", "str.expandtabs would build 12000000"),
+        ("{{ '{:12000000}'.format(1) }}", "str.format would build 12000000"),
+        ("{{ '{:{w}}'.format(1, w=12000000) }}", "str.format would build 12000001"),
+        ("{{ '{a:{w}}'.format_map({'a': 1, 'w': 12000000}) }}", "str.format_map would build"),
+        ("{{ lipsum(10000) }}", r"lipsum\(\) would build 15000000"),
+    ],
+)
+def test_calls_that_would_build_too_much_are_refused(source: str, refused: str) -> None:
+    with pytest.raises(SecurityError, match=refused):
+        render_text(source)
+
+
+def test_ordinary_arithmetic_formatting_and_widths_still_work() -> None:
+    source = (
+        "{{ 2 ** 10 }} {{ 2 ** -1 }} {{ 'ab' * 3 }} {{ [0] * 2 }} {{ 7 % 4 }}"
+        " {{ '%5.2f' % 3.14159 }} {{ '%(n)d%%' % {'n': 5} }}"
+        " {{ '%d-%s' | format(1, 'a') }} [{{ 'x' | center(5) }}]"
+        " [{{ '{:>4}'.format('a') }}] [{{ 'a'.ljust(3) }}] {{ [1, 2, 3] | batch(2, 0) | list }}"
+    )
+    assert render_text(source) == (
+        "1024 0.5 ababab [0, 0] 3  3.14 5% 1-a [  x  ] [   a] [a  ] [[1, 2], [3, 0]]"
+    )
+    assert len(render_text("{{ lipsum(2, html=False) }}")) > 20
+
+
+def test_a_rendering_longer_than_the_limit_is_refused() -> None:
+    # one-letter chunks would reach the limit too, in seconds: these reach it in milliseconds
+    source = "{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}"
+    with pytest.raises(SecurityError, match=f"longer than {MAX_OUTPUT_CHARS} characters"):
+        render_text(source)
+    assert len(render_text("{% for i in range(3) %}{{ 'x' * 1000000 }}{% endfor %}")) == 3000000
+
+
+def test_a_macro_calling_itself_is_a_template_error_not_a_crash() -> None:
+    source = "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}"
+    assert messages(source) == []
+    with pytest.raises(TemplateRuntimeError) as caught:
+        render_text(source)
+    assert str(caught.value) == "templates nested too deeply (a macro calling itself?)"
+
+
+def test_a_template_nested_too_deeply_to_parse_is_a_finding_not_a_crash() -> None:
+    source = "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}"
+    assert check(source, TASK_SCOPE) == [
+        TemplateFinding(1, "template syntax error: template nested too deeply")
+    ]
+    with pytest.raises(TemplateSyntaxError, match="template nested too deeply"):
+        compile_template(source)
 
 
 # --- strict undefined at render time ------------------------------------------------------------
