@@ -12,25 +12,39 @@ _KINDS = {
     "github": r"\bgh[pousr]_[A-Za-z0-9]{20,}",
     "slack": r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
     "google": r"\bAIza[0-9A-Za-z_\-]{35}",
+    "jwt": r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*",
     "private_key": r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
     "bearer": r"(?i:\bbearer)\s+[A-Za-z0-9._~+/\-]{16,}=*",
     "url_password": r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",
 }
 _SECRET = re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _KINDS.items()))
 
-SECRET_FIELD_NAMES = frozenset({"api_key", "apikey", "api-key", "x-api-key", "authorization"})
-
-
-_FIELDS = frozenset(name.replace("_", "-") for name in SECRET_FIELD_NAMES)
+# matched against the last words of a key name, normalised to lower_snake_case
+_SECRET_FIELD = re.compile(
+    r"(?:^|_)(?:api_?key|(?:secret|private|access)_key|authorization|password|passwd|passphrase"
+    r"|secret|token)$"
+)
+# a `<word>_token` that counts or marks tokens of text, not one that grants access
+_TEXT_TOKENS = frozenset({"per", "bos", "eos", "pad", "unk", "sep", "cls", "mask", "stop"})
 
 
 def is_secret_field(name: str) -> bool:
     """A key that holds a credential whatever its value (`api_key`, `Authorization`, ...)."""
-    return name.lower().replace("_", "-") in _FIELDS
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower().replace("-", "_")
+    if _SECRET_FIELD.search(words) is None:
+        return False
+    *_, qualifier, last = ["", *words.split("_")]
+    return last != "token" or qualifier not in _TEXT_TOKENS
 
 
 def looks_like_secret(text: str) -> bool:
     return _SECRET.search(text) is not None
+
+
+def find_secret(text: str) -> int | None:
+    """Where the first secret in `text` starts, if there is one."""
+    match = _SECRET.search(text)
+    return None if match is None else match.start()
 
 
 def count_secrets(text: str) -> int:

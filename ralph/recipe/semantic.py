@@ -5,12 +5,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ralph.errors import Problem
 from ralph.recipe.positions import Locator
-from ralph.secrets import is_secret_field, looks_like_secret, redact
+from ralph.secrets import find_secret, is_secret_field, looks_like_secret, redact
 from ralph.templates import Scope, check
 
 ITEM_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
@@ -32,7 +33,8 @@ def semantic_problems(data: dict[str, Any], base_dir: Path, where: Locator) -> l
     problems += _task_problems(data, agents, base_dir, where)
     problems += _health_problems(data, agents, where)
     problems += _profile_problems(data, where)
-    return problems
+    # a path names the keys above a finding, and a key can be a pasted secret
+    return [replace(p, path=redact(p.path)) for p in problems]
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -55,8 +57,11 @@ def _secrets(node: Any, path: Key, where: Locator) -> Iterator[Problem]:
             if is_secret_field(key):
                 message = f"'{key}' is not allowed here; {SECRET_ADVICE}"
                 yield where.problem((*path, key), message, at_key=True)
-            else:
-                yield from _secrets(value, (*path, key), where)
+                continue
+            if looks_like_secret(key):
+                message = f"this key looks like a literal API key; {SECRET_ADVICE}"
+                yield where.problem((*path, key), message, at_key=True)
+            yield from _secrets(value, (*path, key), where)
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from _secrets(value, (*path, index), where)
@@ -256,16 +261,18 @@ def _templates(
                 yield where.template_problem((*path, key), finding.line, finding.message)
     prompt_file = task.get("prompt_file")
     if isinstance(prompt_file, str):
-        # shown the way the recipe is shown, so that `file:line` opens in an editor
-        shown = str(Path(where.display).parent / prompt_file)
-        yield from _template_file(base_dir / prompt_file, shown, (*path, "prompt_file"), scope)
+        yield from _template_file(prompt_file, (*path, "prompt_file"), scope, base_dir, where)
 
 
-def _template_file(file: Path, shown: str, path: Key, scope: Scope) -> Iterator[Problem]:
+def _template_file(
+    name: str, path: Key, scope: Scope, base_dir: Path, where: Locator
+) -> Iterator[Problem]:
     from ralph.recipe.positions import dotted
 
+    # shown the way the recipe is shown, so that `file:line` opens in an editor
+    shown = str(Path(where.display).parent / name)
     try:
-        source = file.read_bytes().decode("utf-8")
+        source = (base_dir / name).read_bytes().decode("utf-8")
     except OSError:
         return  # a missing file is reported by _files
     except UnicodeDecodeError as exc:
@@ -273,6 +280,11 @@ def _template_file(file: Path, shown: str, path: Key, scope: Scope) -> Iterator[
         line, col = before.count(b"\n") + 1, exc.start - before.rfind(b"\n")
         yield Problem(shown, line, col, dotted(path), "prompt file is not valid UTF-8")
         return
+    if (start := find_secret(source)) is not None:
+        # at the recipe's line: the recipe is what brings the file into a run
+        line = source.count("\n", 0, start) + 1
+        message = f"prompt file '{name}' line {line}: looks like a literal API key"
+        yield where.problem(path, f"{message}; {SECRET_ADVICE}")
     for finding in check(source, scope):
         yield Problem(shown, finding.line, 1, dotted(path), redact(finding.message))
 

@@ -150,8 +150,34 @@ def test_a_secret_anywhere_is_found_even_deep_in_a_list(tmp_path: Path) -> None:
         ("apiKey", True),
         ("Authorization", True),
         ("X-Api-Key", True),
+        ("openai_api_key", True),
+        ("openaiApiKey", True),
+        ("x-goog-api-key", True),
+        ("Proxy-Authorization", True),
+        ("access_token", True),
+        ("refresh_token", True),
+        ("auth_token", True),
+        ("X-Auth-Token", True),
+        ("github_token", True),
+        ("token", True),
+        ("password", True),
+        ("db_password", True),
+        ("passwd", True),
+        ("secret", True),
+        ("client_secret", True),
+        ("aws_secret_access_key", True),
+        ("private_key", True),
         ("api_key_env", False),
+        ("api_key_file", False),
+        ("api_key_command", False),
         ("max_tokens", False),
+        ("max_completion_tokens", False),
+        ("tokens_per_minute", False),
+        ("chars_per_token", False),
+        ("eos_token", False),
+        ("tokenizer", False),
+        ("secretName", False),
+        ("password_hint", False),
         ("key", False),
     ],
 )
@@ -167,6 +193,7 @@ def test_secret_field_names_are_matched_regardless_of_case(name: str, secret: bo
         "key=sk-abcdefghijklmnop1234 here",
         "AKIAABCDEFGHIJKLMNOP",
         "ghp_abcdefghijklmnopqrstuvwxyz",
+        "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9P",
     ],
 )
 def test_key_shaped_values_are_recognised_and_redacted(text: str) -> None:
@@ -175,8 +202,113 @@ def test_key_shaped_values_are_recognised_and_redacted(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["risk-assessment-for-the-whole-team", "sk-short", "ask-me-anything", "OPENAI_API_KEY"]
+    "text",
+    [
+        "risk-assessment-for-the-whole-team",
+        "sk-short",
+        "ask-me-anything",
+        "OPENAI_API_KEY",
+        "eyJ is how base64 JSON starts",
+    ],
 )
 def test_ordinary_text_is_not_mistaken_for_a_key(text: str) -> None:
     assert not looks_like_secret(text)
     assert redact(text) == text
+
+
+def test_a_credential_named_field_is_refused_whatever_its_value(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "version: 1\nname: t\nagents:\n  w:\n    provider: openai\n    model: m\n"
+        "    api_key_env: OPENAI_API_KEY\n    params:\n"
+        "      max_tokens: 400\n"
+        "      openai_api_key: hunter2hunter2\n"
+        "      password: hunter2\n"
+        "      headers: {Proxy-Authorization: Basic dXNlcjpwYXNz, x-goog-api-key: abc}\n"
+        "tasks: [{name: t, agent: w, prompt: hi}]\n",
+        "utf-8",
+    )
+    found = [(p.line, p.path) for p in check_file(recipe).problems]
+    assert found == [
+        (10, "agents.w.params.openai_api_key"),
+        (11, "agents.w.params.password"),
+        (12, "agents.w.params.headers.Proxy-Authorization"),
+        (12, "agents.w.params.headers.x-goog-api-key"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "line"),
+    [
+        ("agents:\n  sk-test-SECRETVALUE123: {provider: echo}\n  w: {provider: echo}\n", 4),
+        (
+            "vars: {sk-proj-REALLOOKINGKEY1234567890abcdef: 1, AKIAIOSFODNN7EXAMPLE: 2}\n"
+            "agents: {w: {provider: echo}}\n",
+            3,
+        ),
+    ],
+    ids=["agent-name", "var-names"],
+)
+def test_a_secret_shaped_mapping_key_is_refused_and_not_echoed(
+    tmp_path: Path, section: str, line: int
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"version: 1\nname: t\n{section}tasks: [{{name: t, agent: w, prompt: hi}}]\n", "utf-8"
+    )
+    found = check_file(recipe).problems
+    assert found
+    assert {p.line for p in found} == {line}
+    assert all("looks like a literal API key" in p.message for p in found)
+    shown = " ".join(f"{p.file} {p.path} {p.message}" for p in found)
+    assert not looks_like_secret(shown)
+
+
+def test_a_semantic_problem_under_a_secret_shaped_key_has_a_redacted_path(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "version: 1\nname: t\n"
+        "agents: {sk-test-SECRETVALUE123: {provider: echo, fallback: nobody},"
+        " w: {provider: echo}}\n"
+        "tasks: [{name: t, agent: w, prompt: hi}]\n",
+        "utf-8",
+    )
+    paths = [p.path for p in check_file(recipe).problems]
+    assert paths == ["agents.[REDACTED:openai]", "agents.[REDACTED:openai].fallback"]
+
+
+@pytest.mark.xfail(reason="Locator.problem (recipe/positions.py) does not redact the path yet")
+def test_a_schema_problem_under_a_secret_shaped_key_has_a_redacted_path(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "version: 1\nname: t\n"
+        "agents: {sk-test-SECRETVALUE123: {provider: echo, timeout: bogus}, w: {provider: echo}}\n"
+        "tasks: [{name: t, agent: w, prompt: hi}]\n",
+        "utf-8",
+    )
+    paths = [p.path for p in check_file(recipe).problems]
+    assert paths == ["agents.[REDACTED:openai]", "agents.[REDACTED:openai].timeout"]
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk-proj-REALLOOKINGKEY1234567890abcdef",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+    ],
+    ids=["one-line", "pem"],
+)
+def test_a_secret_in_a_prompt_file_is_reported_at_the_recipe_line(
+    tmp_path: Path, secret: str
+) -> None:
+    tasks = "  - name: a\n    agent: writer\n    prompt_file: prompts/p.j2\n"
+    found = problems(tmp_path, tasks, {"prompts/p.j2": f"hello\nuse {secret} please\n"})
+    assert found == [
+        (
+            str(tmp_path / "recipe.yaml"),
+            10,
+            "prompt file 'prompts/p.j2' line 2: looks like a literal API key; recipes must not "
+            "hold secrets: put the key in an environment variable and name it in api_key_env "
+            "(or use api_key_file / api_key_command)",
+        )
+    ]
