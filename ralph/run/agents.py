@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ralph.providers.base import Provider
 from ralph.recipe.model import Agent
 from ralph.run.limits import AdaptiveLimit, Pacer
@@ -23,6 +25,13 @@ class AgentRuntime:
         max_tokens = agent.params.get("max_tokens")
         self.worst_output = (
             max_tokens if isinstance(max_tokens, int) else DEFAULT_WORST_OUTPUT_TOKENS
+        )
+        # what budgets reserve: a command's answer is bounded by max_output, not by max_tokens
+        # (its tokens are counted as characters / 4, and it has no more characters than bytes)
+        self.reserved_output = (
+            math.ceil(agent.max_output_bytes / 4)
+            if agent.provider == "command"
+            else self.worst_output
         )
 
     async def pace(self, tokens: int) -> None:

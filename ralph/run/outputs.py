@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,7 +49,20 @@ def jsonl_path(out_dir: Path, task: str, shard: Shard | None) -> Path:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename over the target."""
+    """Write via a temp file in the same folder and rename over the target.
+
+    A symlink is written through (the file it points to is replaced, the link stays); a FIFO
+    or a device (`--summary-file /dev/stdout`) is written to as it is, since renaming over it
+    would replace the device with a file; a folder is an error that names `path`.
+    """
+    if path.is_symlink() or path.exists():
+        path = path.resolve()
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+        if path.exists() and not path.is_file():
+            with path.open("w", encoding="utf-8") as stream:
+                stream.write(text)
+            return
     path.parent.mkdir(parents=True, exist_ok=True)
     # a short name of its own: `.{name}.tmp` would pass NAME_MAX when `name` nearly does
     temp = path.with_name(f".ralph-{os.urandom(6).hex()}.tmp")

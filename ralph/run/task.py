@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from ralph.run.engine import Engine
 
 FLUSH_INTERVAL_S = 0.05
+MAX_WORKERS = 4096
+"""Workers a task starts at most, whatever the concurrency asked: each costs memory, and a
+typo such as `concurrency: 1000000` took 24 s and 1.7 GB to start the workers for four items."""
 YIELD_EVERY = 64
 """Items a worker handles before it lets the event loop run: cache hits and the echo agent
 never wait, and without this a long run of them would hold off Ctrl-C, the periodic flush
@@ -82,7 +85,9 @@ class TaskRun:
     async def run(self) -> None:
         started = time.monotonic()
         count = min(
-            sum(rt.limit.ceiling for rt in self.chain), self.engine.options.concurrency or 10**9
+            sum(rt.limit.ceiling for rt in self.chain),
+            self.engine.options.concurrency or MAX_WORKERS,
+            MAX_WORKERS,
         )
         workers = [asyncio.create_task(self._worker()) for _ in range(max(1, count))]
         self.engine.workers.update(workers)
@@ -219,7 +224,7 @@ class TaskRun:
             if (held := self._held_back(rt)) is not None:
                 return held
             reservation = engine.budget.reserve(
-                worst_input + rt.worst_output, rt.cost(worst_input, rt.worst_output)
+                worst_input + rt.reserved_output, rt.cost(worst_input, rt.reserved_output)
             )
             if reservation is None:
                 engine.stop_by(engine.budget.stopped or "limit")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -14,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from ralph.testing import FakeLLMServer, Fault, RecordedRequest
-from tests.conftest import TEST_KEY, Result, apply_args, write_recipe
+from tests.conftest import TEST_KEY, Result, apply_args, start_apply, write_recipe
 
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
@@ -345,6 +346,61 @@ def test_a_5xx_retry_after_past_max_retry_wait_exhausts_the_agent(
     assert len(seen) == 1  # then the agent is exhausted: the fallback answers every item
     answered_by = [line["agent"] for line in lines(tmp_path / "out" / "answer.jsonl")]
     assert answered_by == ["backup"] * 3
+
+
+def test_a_command_agents_budget_reserves_its_max_output(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    # 40,000 characters an answer count as 10,000 tokens; params.max_tokens does not bound a
+    # command, max_output (100 KB: 25,000 tokens) does, so that is what each request reserves
+    agent = tmp_path / "agent.py"
+    agent.write_text("import sys; sys.stdin.read(); print('x' * 40_000)")
+    text = f"""
+        version: 1
+        name: command-budget
+        agents:
+          local:
+            provider: command
+            command: [{sys.executable}, {agent}]
+            max_output: 100KB
+            concurrency: 1
+            params: {{max_tokens: 10}}
+        limits: {{max_tokens: 40000}}
+        tasks:
+          - name: t
+            agent: local
+            for_each: [a, b, c]
+            prompt: "{{{{ item }}}}"
+    """
+    summary = tmp_path / "run.json"
+    result = ralph(
+        *apply_args(write_recipe(tmp_path, text), tmp_path / "out", "--summary-file", str(summary))
+    )
+    assert result.code == 4, result.out + result.err
+    totals = json.loads(summary.read_text())["totals"]
+    assert totals["requests"] == 2  # a third could have reached 45,000 tokens: not sent
+    assert totals["input_tokens"] + totals["output_tokens"] <= 40_000
+
+
+def test_a_huge_concurrency_does_not_start_a_worker_for_each_slot(tmp_path: Path) -> None:
+    text = """
+        version: 1
+        name: many-slots
+        agents:
+          local: {provider: echo, concurrency: 100000000}
+        tasks:
+          - name: t
+            agent: local
+            for_each: [a, b]
+            prompt: "{{ item }}"
+    """
+    process = start_apply(write_recipe(tmp_path, text), tmp_path / "out")
+    try:
+        process.wait(timeout=30)  # a hundred million workers would take an hour and all memory
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert len(lines(tmp_path / "out" / "t.jsonl")) == 2
 
 
 @contextlib.contextmanager

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import stat
+import threading
 from pathlib import Path
 from types import MappingProxyType
 
@@ -89,6 +91,34 @@ def test_write_atomic_takes_the_longest_name_a_file_system_does(out: Path) -> No
     target = out / ("n" * 255)
     write_atomic(target, "text")
     assert target.read_text() == "text"
+
+
+def test_write_atomic_writes_through_a_symlink_and_keeps_it(out: Path) -> None:
+    (out / "real.json").write_text("old")
+    (out / "link.json").symlink_to("real.json")
+    write_atomic(out / "link.json", "new")
+    assert (out / "link.json").is_symlink()
+    assert (out / "real.json").read_text() == "new"
+
+
+def test_write_atomic_writes_into_a_fifo_instead_of_replacing_it(out: Path) -> None:
+    fifo = out / "pipe.json"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_atomic(fifo, "through the pipe")
+    reader.join(timeout=10)
+    assert received == ["through the pipe"]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_write_atomic_to_a_folder_names_the_folder(out: Path) -> None:
+    (out / "summary").mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        write_atomic(out / "summary", "text")
+    assert caught.value.filename == str(out / "summary")
+    assert not list(out.rglob("*.tmp"))
 
 
 def test_write_atomic_creates_folders_and_leaves_no_temp_file(out: Path) -> None:

@@ -36,7 +36,7 @@ def test_an_output_that_cannot_be_written_fails_its_item_and_no_other(
     path = recipe(tmp_path, json.dumps(names), "{{ item }}")
     result = ralph(*apply_args(path, tmp_path / "out"))
     assert result.code == 3, result.out + result.err
-    assert "1 x cannot write report: Is a directory" in result.out
+    assert "1 x cannot write report: is a folder, not a file" in result.out
     for name in ("report/summary.md", "c.md", "d.md", "e.md"):
         assert (tmp_path / "out" / name).read_text().startswith(f"Say {name}"), name
     summary = [line.split() for line in result.out.splitlines() if line.startswith("t ")]
