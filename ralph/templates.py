@@ -3,27 +3,23 @@
 Sandboxed and strict: a template sees only the context ralph hands it (no environment, no
 filesystem, no Python internals) and cannot change it (an `item.pop('id')` in the system prompt
 would change what the prompt and the cache key see); an undefined name is an error, not ''.
-Bounded: no value or output past the MAX_* limits below, in a run or while `check()` compiles.
+Bounded (sandbox.py): no value or output past its limits, in a run or while `check()` compiles.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import inspect
-import io
-import math
 import re
-import string
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
-from types import BuiltinMethodType
 from typing import TYPE_CHECKING, Any
+
+from ralph.sandbox import bounded_sandbox, joined
 
 if TYPE_CHECKING:
     from jinja2 import Template, Undefined, nodes
     from jinja2.nodes import Node
-    from jinja2.runtime import Context
     from jinja2.sandbox import SandboxedEnvironment
 
 CONTEXT_NAMES = ("vars", "item", "task", "iteration", "previous", "history", "outputs")
@@ -36,18 +32,7 @@ _WHY_ABSENT = {
 # `vars.get('x', 'default')` calls a method of the mapping; it does not name a var
 _MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
 
-# What one template may build. The sandbox keeps a template from Python's internals; these keep
-# a few bytes of template (`{{ 9**9**9 }}`) from taking the machine's memory or time, in
-# `ralph validate` too: Jinja computes constant expressions while it compiles.
-MAX_OUTPUT_CHARS = 50_000_000  # a rendered template: hundreds of times any model's context
-MAX_VALUE_LENGTH = 10_000_000  # characters or items one operation (`*`, `%`, a width) builds
-MAX_INT_DIGITS = 4300  # Python's own limit for printing an int (sys.int_info)
-# Neither bounds a loop that builds nothing ({% for %} in {% for %} ...): that costs time only.
 _TOO_DEEP = "template nested too deeply"
-# builtin str methods whose first argument is the width of what they return
-_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
-_PRINTF_FIELD = re.compile(r"%(?:%|(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?)")
-_LOREM_WORD_CHARS = 15  # the longest lorem ipsum word, its space and punctuation
 
 
 @dataclass(frozen=True)
@@ -68,178 +53,9 @@ class TemplateFinding:
 
 @functools.cache
 def environment() -> SandboxedEnvironment:
-    return _bounded_sandbox()(
+    return bounded_sandbox()(
         undefined=_strict_undefined(), autoescape=False, keep_trailing_newline=True
     )
-
-
-def _bounded_sandbox() -> type[SandboxedEnvironment]:
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-    from jinja2.utils import generate_lorem_ipsum
-
-    class BoundedSandbox(ImmutableSandboxedEnvironment):
-        """The immutable sandbox, refusing to build values past the MAX_* limits above."""
-
-        # intercepted operators are also never computed while compiling
-        intercepted_binops = frozenset({"*", "**", "%"})
-
-        def __init__(self, **options: Any) -> None:
-            super().__init__(**options)
-            for name, size in _SIZED_FILTERS.items():
-                self.filters[name] = _bounded(self.filters[name], size, f"|{name}")
-            self.globals["lipsum"] = _bounded(generate_lorem_ipsum, _lipsum_size, "lipsum()")
-
-        def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-            _check_binop(operator, left, right)
-            return super().call_binop(context, operator, left, right)
-
-        def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(obj, BuiltinMethodType) and isinstance(obj.__self__, str):
-                _check_str_method(obj.__self__, obj.__name__, args, kwargs)
-            return super().call(context, obj, *args, **kwargs)
-
-        def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-            wrapped = super().wrap_str_format(value)
-            if wrapped is None:
-                return None
-            format_string = value.__self__
-
-            def checked(*args: Any, **kwargs: Any) -> str:
-                size = _format_size(format_string, [*args, *kwargs.values()])
-                _check_length(size, f"str.{value.__name__}")
-                return wrapped(*args, **kwargs)
-
-            return checked
-
-    return BoundedSandbox
-
-
-def _check_binop(operator: str, left: object, right: object) -> None:
-    if operator == "**" and isinstance(left, int) and isinstance(right, int):
-        if right > 0 and abs(left) > 1:
-            _check_digits(right * math.log10(abs(left)), "'**'")
-    elif operator == "*" and isinstance(left, int) and isinstance(right, int):
-        _check_digits(_digits(left) + _digits(right), "'*'")
-    elif operator == "*":
-        for sequence, times in ((left, right), (right, left)):
-            if isinstance(sequence, str | list | tuple) and isinstance(times, int):
-                _check_length(len(sequence) * times, "'*'")
-    elif operator == "%" and isinstance(left, str):
-        _check_length(_printf_size(left, right), "'%'")
-
-
-def _digits(number: int) -> float:
-    return abs(number).bit_length() * math.log10(2)
-
-
-def _check_digits(digits: float, what: str) -> None:
-    from jinja2.exceptions import SecurityError
-
-    if digits > MAX_INT_DIGITS:
-        raise SecurityError(
-            f"{what} would make a number of about {digits:.0f} digits; "
-            f"a template may make {MAX_INT_DIGITS} at most"
-        )
-
-
-def _check_length(length: int, what: str) -> None:
-    from jinja2.exceptions import SecurityError
-
-    if length > MAX_VALUE_LENGTH:
-        raise SecurityError(
-            f"{what} would build {length} characters or items; "
-            f"a template may build {MAX_VALUE_LENGTH} at most"
-        )
-
-
-def _check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    if name not in _WIDTH_METHODS:
-        return
-    width = _count(args[0] if args else kwargs.get("tabsize"))
-    _check_length(width * text.count("\t") if name == "expandtabs" else width, f"str.{name}")
-
-
-def _printf_size(template: str, values: object) -> int:
-    """At most how much longer than its values `template % values` is, from its widths."""
-    widths = [n for field in _PRINTF_FIELD.finditer(template) for n in field.groups() if n]
-    if isinstance(values, Mapping):
-        return _widths(widths, values.values())
-    return _widths(widths, values if isinstance(values, tuple) else (values,))
-
-
-def _format_size(template: str, values: list[Any]) -> int:
-    """The same for `template.format(*values)`; format_map's one argument is a mapping."""
-    parsed = string.Formatter().parse(template)
-    specs = [spec for _, field, spec, _ in parsed if field is not None and spec]
-    widths = [n for spec in specs for n in re.findall(r"\d+", spec)]
-    if any("{" in spec for spec in specs):
-        widths.append("*")
-    mapped = [
-        value for mapping in values if isinstance(mapping, Mapping) for value in mapping.values()
-    ]
-    return _widths(widths, [*values, *mapped])
-
-
-def _widths(widths: list[str], values: Iterable[object]) -> int:
-    """The widths written in a format, and any int value when a width is taken from them."""
-    # ten digits are past any limit: no need to convert a million of them
-    total = sum(int(n.lstrip("0")[:10] or "0") for n in widths if n != "*")
-    if "*" in widths:
-        total += sum(_count(value) for value in values)
-    return total
-
-
-def _count(value: object) -> int:
-    return abs(value) if isinstance(value, int) else 0
-
-
-def _bounded(
-    function: Callable[..., Any], size: Callable[[Mapping[str, Any]], int], what: str
-) -> Callable[..., Any]:
-    """`function`, refusing arguments for which `size` is past MAX_VALUE_LENGTH."""
-    signature = inspect.signature(function)
-
-    @functools.wraps(function)
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        try:
-            arguments = signature.bind(*args, **kwargs)
-        except TypeError:
-            return function(*args, **kwargs)  # which says what is wrong with them
-        arguments.apply_defaults()
-        _check_length(size(arguments.arguments), what)
-        return function(*args, **kwargs)
-
-    return bounded
-
-
-def _indent_size(arguments: Mapping[str, Any]) -> int:
-    text, width = arguments["s"], arguments["width"]
-    lines = text.count("\n") + 1 if isinstance(text, str) else 1
-    return lines * (len(width) if isinstance(width, str) else _count(width))
-
-
-def _format_filter_size(arguments: Mapping[str, Any]) -> int:
-    value, args = arguments["value"], arguments["args"]
-    return _printf_size(value, args) if isinstance(value, str) else 0
-
-
-def _batch_size(arguments: Mapping[str, Any]) -> int:
-    # a short last batch is filled up to `linecount` only when given something to fill it with
-    return _count(arguments["linecount"]) if arguments["fill_with"] is not None else 0
-
-
-def _lipsum_size(arguments: Mapping[str, Any]) -> int:
-    words = max(_count(arguments["min"]), _count(arguments["max"]))
-    return _count(arguments["n"]) * words * _LOREM_WORD_CHARS
-
-
-# filters whose result can be far larger than their arguments, and how large it would be
-_SIZED_FILTERS: dict[str, Callable[[Mapping[str, Any]], int]] = {
-    "center": lambda arguments: _count(arguments["width"]),
-    "indent": _indent_size,
-    "format": _format_filter_size,
-    "batch": _batch_size,
-}
 
 
 def _strict_undefined() -> type[Undefined]:
@@ -297,31 +113,13 @@ def render(template: Template, context: dict[str, Any]) -> str:
     env = environment()
     rendered = env.context_class(env, context, template.name, template.blocks)
     try:
-        return _joined(template.root_render_func(rendered))
+        return joined(template.root_render_func(rendered))
     except RecursionError:
         raise TemplateRuntimeError(
             "templates nested too deeply (a macro calling itself?)"
         ) from None
     except Exception:
         return env.handle_exception()
-
-
-def _joined(chunks: Iterator[str]) -> str:
-    """The chunks as one string, refused once past MAX_OUTPUT_CHARS rather than when memory
-    runs out. What a macro or a {% set %} block returns is built whole before it arrives."""
-    from jinja2.exceptions import SecurityError
-
-    joined = io.StringIO()  # not a list: a million one-letter chunks are 8 MB of pointers
-    length = 0
-    for chunk in chunks:
-        length += len(chunk)
-        if length > MAX_OUTPUT_CHARS:
-            raise SecurityError(
-                f"rendered template is longer than {MAX_OUTPUT_CHARS} characters, "
-                "the most a template may produce"
-            )
-        joined.write(chunk)
-    return joined.getvalue()
 
 
 def check(source: str, scope: Scope) -> list[TemplateFinding]:

@@ -16,8 +16,8 @@ from jinja2.exceptions import (
 
 from ralph.errors import RecipeError
 from ralph.recipe.validate import load_recipe
+from ralph.sandbox import MAX_OUTPUT_CHARS
 from ralph.templates import (
-    MAX_OUTPUT_CHARS,
     Scope,
     TemplateFinding,
     base_context,
