@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 from ralph.cache import ResponseCache, cache_key, key_parts
 from ralph.errors import UsageError
 from ralph.items import numbered_items
-from ralph.recipe.model import Recipe
+from ralph.recipe.model import ItemSource, Recipe
 from ralph.run.prepare import ItemRejected, Preparer
 
 
@@ -31,7 +32,7 @@ def explain_item(
         raise UsageError(
             f"no task '{task_name}' (tasks: {', '.join(t.name for t in recipe.tasks)})"
         )
-    found = next(itertools.islice(numbered_items(task.items), index, None), None)
+    found = _nth_item(task.items, index)
     if found is None:
         raise UsageError(f"task '{task_name}' has no item {index}")
     item = found[1]
@@ -39,12 +40,23 @@ def explain_item(
         prepared = Preparer(recipe, task, {}).prepare(index, item)
     except ItemRejected as exc:
         raise UsageError(f"item {index} cannot be rendered: {exc}") from None
-    cache = ResponseCache(cache_dir)
+    # a cache folder that does not exist holds nothing; explaining must not make one
+    cache = ResponseCache(cache_dir) if cache_dir.is_dir() else None
     try:
         for name in recipe.fallback_chain(task.agent):
             agent = recipe.agents[name]
             request = prepared.request(agent)
             key = cache_key(agent, request)
-            yield KeyExplanation(agent.name, key, key_parts(agent, request), key in cache)
+            held = cache is not None and key in cache
+            yield KeyExplanation(agent.name, key, key_parts(agent, request), held)
     finally:
-        cache.close()
+        if cache is not None:
+            cache.close()
+
+
+def _nth_item(source: ItemSource | None, index: int) -> tuple[int, Any] | None:
+    """(index, item), or None when there is no such item; an index islice cannot take (below
+    0, past sys.maxsize) names none either."""
+    if not 0 <= index <= sys.maxsize:
+        return None
+    return next(itertools.islice(numbered_items(source), index, None), None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,10 @@ def item_key(item: Any, index: int) -> str:
     """How an item is named in logs and outputs: its `id` when it has one, else its index."""
     # inline items arrive frozen (a read-only Mapping), file items as plain dicts
     if isinstance(item, Mapping) and isinstance(item.get("id"), str | int):
-        return str(item["id"])
+        key = str(item["id"])
+        # a lone surrogate (JSON can escape one: "\ud800") cannot be printed or written as
+        # UTF-8, and a key is printed in plans and logs: it is shown as that same escape
+        return key if key.isascii() else key.encode("utf-8", "backslashreplace").decode()
     return str(index)
 
 
@@ -74,9 +78,12 @@ def _jsonl(path: Path) -> Iterator[Any]:
             item = _jsonl_item(raw, path, number)
             if item is _BLANK:
                 continue
-            # only a line with that many brackets can hold an item nested that deep
-            if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(item):
-                raise ItemsError(str(path), number, _TOO_DEEP)
+            # only a line with that many brackets can hold an item nested that deep (json
+            # reads no integer past the digit limit, so depth is all that can be wrong)
+            if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+                flaw = _flaw(item)
+                if flaw is not None:
+                    raise ItemsError(str(path), number, f"an item {flaw}")
             yield item
 
 
@@ -102,17 +109,40 @@ def _json_value(text: str, path: Path, number: int) -> Any:
         raise ItemsError(str(path), exc.lineno + number - 1, f"not valid JSON: {exc.msg}") from None
     except RecursionError:
         raise ItemsError(str(path), number, _TOO_DEEP) from None
+    except ValueError:  # an integer past Python's digit limit, which int() refuses to read
+        raise _long_integer(path, text, number) from None
 
 
-def _csv(path: Path) -> Iterator[Any]:
+def _csv(path: Path) -> Iterator[dict[str, str]]:
+    """Rows as dicts by the header row; blank lines are skipped, and a row with more or fewer
+    fields than the header is an error (csv.DictReader would make a `None` key or value)."""
     with _open(path) as handle:
-        reader = csv.DictReader(handle)
+        # strict: a quote never closed is an error, not a field that takes the rest of the file
+        reader = csv.reader(handle, strict=True)
+        header: list[str] | None = None
+        start = 1  # the line the row being read starts on (a quoted field may span lines)
         try:
-            yield from reader
+            for row in reader:
+                if header is None:
+                    header = row or None
+                elif row and len(row) != len(header):
+                    raise ItemsError(str(path), start, _wrong_width(len(row), len(header)))
+                elif row:
+                    yield dict(zip(header, row, strict=True))
+                start = reader.line_num + 1
         except csv.Error as exc:
+            # the csv module tells this case by its message only; it is the one at the end
+            if str(exc) == "unexpected end of data":
+                message = "the row that starts here has a quote that is never closed"
+                raise ItemsError(str(path), start, f"not valid CSV: {message}") from None
             raise ItemsError(str(path), reader.line_num, f"not valid CSV: {exc}") from None
         except UnicodeDecodeError:
             raise ItemsError(str(path), 0, "not valid UTF-8") from None
+
+
+def _wrong_width(fields: int, expected: int) -> str:
+    plural = "field" if fields == 1 else "fields"
+    return f"not valid CSV: row has {fields} {plural}, the header has {expected}"
 
 
 def _json(path: Path) -> Iterator[Any]:
@@ -130,7 +160,11 @@ def _yaml(path: Path) -> Iterator[Any]:
 
     with _open(path) as handle:
         try:
-            data = YAML(typ="safe", pure=True).load(handle)
+            text = handle.read()
+        except UnicodeDecodeError:
+            raise ItemsError(str(path), 0, "not valid UTF-8") from None
+        try:
+            data = YAML(typ="safe", pure=True).load(text)
         except MarkedYAMLError as exc:
             line = exc.problem_mark.line + 1 if exc.problem_mark else 0
             raise ItemsError(str(path), line, f"not valid YAML: {exc.problem}") from None
@@ -138,33 +172,56 @@ def _yaml(path: Path) -> Iterator[Any]:
             raise ItemsError(str(path), 0, f"not valid YAML: {exc}") from None
         except RecursionError:
             raise ItemsError(str(path), 0, _TOO_DEEP) from None
-        except UnicodeDecodeError:
-            raise ItemsError(str(path), 0, "not valid UTF-8") from None
+        # a value the constructors refuse: a 13th month, or an integer past the digit limit
+        except ValueError as exc:
+            if _LONG_NUMBER.search(text) is None:
+                raise ItemsError(str(path), 0, f"not valid YAML: {exc}") from None
+            raise _long_integer(path, text, 1) from None
     yield from _as_list(data, path)
 
 
 def _as_list(data: Any, path: Path) -> list[Any]:
     if not isinstance(data, list):
         raise ItemsError(str(path), 1, "expected a list of items at the top of the file")
-    deep = next((index for index, item in enumerate(data) if _too_deep(item)), None)
-    if deep is not None:  # a whole document has no line per item: say which item it is
-        raise ItemsError(str(path), 0, f"item {deep} is nested more than {MAX_DEPTH} levels deep")
+    for index, item in enumerate(data):
+        flaw = _flaw(item)
+        if flaw is not None:  # a whole document has no line per item: say which item it is
+            raise ItemsError(str(path), 0, f"item {index} {flaw}")
     return data
 
 
 MAX_DEPTH = 100
 _TOO_DEEP = f"an item is nested more than {MAX_DEPTH} levels deep"
+# Python reads and writes integers in decimal up to this many digits (0: no limit)
+_DIGITS = sys.get_int_max_str_digits()
+_AS_STRING = "(write such a number as a string)"
+_LONG_NUMBER = re.compile(f"[0-9]{{{_DIGITS + 1}}}" if _DIGITS else "(?!)")
 
 
-def _too_deep(item: Any) -> bool:
-    """Nested deeper than MAX_DEPTH: rendering and writing such an item would run out of
-    Python's recursion (walked without recursing, for the same reason)."""
+def _long_integer(path: Path, text: str, first_line: int) -> ItemsError:
+    """The error for an integer json or YAML could not read, on the line where it is."""
+    found = _LONG_NUMBER.search(text)
+    line = first_line + text.count("\n", 0, found.start()) if found else 0
+    return ItemsError(str(path), line, f"an integer has more than {_DIGITS} digits {_AS_STRING}")
+
+
+def _flaw(item: Any) -> str | None:
+    """Why rendering or writing `item` would fail, or None: nested deeper than MAX_DEPTH, it
+    would run out of Python's recursion (so it is walked without recursing); an integer past
+    the digit limit (YAML reads one in hex without it) cannot be written in decimal."""
     pending = [(item, 1)]
     while pending:
         value, depth = pending.pop()
         if isinstance(value, dict | list):
             if depth > MAX_DEPTH:
-                return True
-            children = value.values() if isinstance(value, dict) else value
+                return f"is nested more than {MAX_DEPTH} levels deep"
+            children = [*value, *value.values()] if isinstance(value, dict) else value
             pending.extend((child, depth + 1) for child in children)
-    return False
+        elif isinstance(value, int) and _too_long(value):
+            return f"has an integer of more than {_DIGITS} digits {_AS_STRING}"
+    return None
+
+
+def _too_long(number: int) -> bool:
+    # 2**(3*d) < 10**d: an integer of at most 3*d bits has at most d digits
+    return bool(_DIGITS) and number.bit_length() > 3 * _DIGITS and abs(number) >= 10**_DIGITS

@@ -141,8 +141,9 @@ def _run_key_command(agent: Agent) -> str:
     assert agent.api_key_command is not None
     program = agent.api_key_command[0]
     try:
+        # bytes, not text: output that is not UTF-8 is a configuration error, not a crash
         done = subprocess.run(
-            list(agent.api_key_command), capture_output=True, text=True, timeout=30, check=False
+            list(agent.api_key_command), capture_output=True, timeout=30, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ConfigError(
@@ -154,7 +155,14 @@ def _run_key_command(agent: Agent) -> str:
         raise ConfigError(
             f"agent '{agent.name}': api_key_command '{program}' failed (exit {done.returncode})"
         )
-    key = done.stdout.strip()
+    try:
+        key = done.stdout.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        # never quoted: those bytes may be the key
+        raise ConfigError(
+            f"agent '{agent.name}': api_key_command '{program}' printed something that is not "
+            "UTF-8 text; a key is one line of printable ASCII"
+        ) from None
     if not key:
         raise ConfigError(f"agent '{agent.name}': api_key_command '{program}' printed no key")
     return key

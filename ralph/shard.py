@@ -22,9 +22,7 @@ class Shard:
     count: int
 
     def owns(self, item: Any) -> bool:
-        canonical = json.dumps(thaw(item), sort_keys=True, ensure_ascii=False, default=str)
-        # surrogatepass: an item holding a lone surrogate still has an owner
-        digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+        digest = hashlib.sha256(canonical(item)).digest()
         return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
 
     @property
@@ -40,3 +38,24 @@ def parse_shard(text: str) -> Shard:
     if not 1 <= index <= count:
         raise UsageError(f"--shard {text}: K must be between 1 and N")
     return Shard(index, count)
+
+
+def canonical(item: Any) -> bytes:
+    """The item as JSON with sorted keys, as bytes: the same for equal items, whatever order
+    their keys were read in."""
+    plain = thaw(item)
+    try:
+        text = json.dumps(plain, sort_keys=True, ensure_ascii=False, default=str)
+    except TypeError:  # keys that cannot be sorted together or written (YAML: {1: a, b: c})
+        text = json.dumps(_text_keys(plain), sort_keys=True, ensure_ascii=False, default=str)
+    # surrogatepass: an item holding a lone surrogate is hashed too
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _text_keys(value: Any) -> Any:
+    """`value` with every mapping key made text, so that they sort."""
+    if isinstance(value, dict):
+        return {str(k): _text_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text_keys(v) for v in value]
+    return value

@@ -253,7 +253,9 @@ def test_cache_cli_explain_stats_and_clear(
         "prompt": "Hello Bob",
     }
     stats = ralph("cache", "stats", str(echo_recipe))
-    assert stats.code == 0 and ": 0 entries" in stats.out
+    folder = tmp_path / ".ralph" / "cache"
+    assert (stats.code, stats.out) == (0, f"{folder}: no cache (the folder does not exist)\n")
+    assert not folder.exists(), "explain or stats made the cache folder"
 
     applied = ralph(*apply_args(echo_recipe, tmp_path / "out"))
     assert applied.code == 0, applied.err
@@ -279,10 +281,58 @@ def test_cache_cli_takes_a_cache_dir_and_names_bad_input(
     applied = ralph(*apply_args(echo_recipe, tmp_path / "out", "--cache-dir", str(elsewhere)))
     assert applied.code == 0, applied.err
     assert ": 2 entries" in ralph("cache", "stats", "--cache-dir", str(elsewhere)).out
-    assert ": 0 entries" in ralph("cache", "stats", str(echo_recipe)).out
+    assert "no cache" in ralph("cache", "stats", str(echo_recipe)).out
     no_task = ralph("cache", "explain", str(echo_recipe), "--task", "nope")
     assert no_task.code == 2 and "no task 'nope' (tasks: greet)" in no_task.err
     no_item = ralph("cache", "explain", str(echo_recipe), "--task", "greet", "--item", "5")
     assert no_item.code == 2 and "has no item 5" in no_item.err
     no_recipe = ralph("cache", "stats")
     assert no_recipe.code == 2 and "--cache-dir" in no_recipe.err
+
+
+@pytest.mark.parametrize("item", ["-1", "99999999999999999999"])
+def test_cache_explain_of_an_index_out_of_range_is_a_usage_error(
+    ralph: Callable[..., Result], echo_recipe: Path, item: str
+) -> None:
+    result = ralph("cache", "explain", str(echo_recipe), "--task", "greet", "--item", item)
+    assert (result.code, result.err) == (2, f"error: task 'greet' has no item {item}\n")
+
+
+@pytest.mark.parametrize("command", ["stats", "clear"])
+def test_cache_stats_and_clear_of_a_missing_recipe_are_an_error(
+    ralph: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.delenv("RALPH_CACHE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = ralph("cache", command, "nothere.yaml")
+    assert (result.code, result.err) == (
+        1,
+        "nothere.yaml:1:1: cannot read recipe: No such file or directory\n",
+    )
+    assert list(tmp_path.iterdir()) == [], "a cache folder was made for a missing recipe"
+
+
+def test_cache_stats_and_clear_of_a_missing_folder_say_so_and_make_none(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    typo = tmp_path / "cahce"
+    stats = ralph("cache", "stats", "--cache-dir", str(typo))
+    assert (stats.code, stats.out) == (0, f"{typo}: no cache (the folder does not exist)\n")
+    cleared = ralph("cache", "clear", "--cache-dir", str(typo))
+    assert (cleared.code, cleared.out) == (0, f"nothing removed: {typo} does not exist\n")
+    assert not typo.exists()
+
+
+@pytest.mark.parametrize("command", ["stats", "clear", "explain"])
+def test_a_cache_dir_that_is_a_file_is_a_clear_error(
+    ralph: Callable[..., Result], echo_recipe: Path, tmp_path: Path, command: str
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a cache")
+    extra = ["--task", "greet"] if command == "explain" else []
+    result = ralph("cache", command, str(echo_recipe), *extra, "--cache-dir", str(afile))
+    assert (result.code, result.err) == (
+        1,
+        f"error: the cache folder {afile} is a file, not a folder\n",
+    )
+    assert afile.read_text() == "not a cache"

@@ -184,6 +184,38 @@ def test_csv_that_is_not_utf8_is_an_items_error(tmp_path: Path) -> None:
         list(iter_items(source(path)))
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("id,name\n1,x\n2,y,extra\n", "a.csv:3: not valid CSV: row has 3 fields, the header has 2"),
+        ("id,name\n1,x\n\n2\n", "a.csv:4: not valid CSV: row has 1 field, the header has 2"),
+        # a quoted field spanning lines: the row is named by the line it starts on
+        ('id,name\n1,"a\nb",c\n', "a.csv:2: not valid CSV: row has 3 fields, the header has 2"),
+    ],
+)
+def test_csv_row_with_the_wrong_number_of_fields_is_an_items_error(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    path = write(tmp_path / "a.csv", text)
+    with pytest.raises(ItemsError) as caught:
+        list(iter_items(source(path)))
+    assert str(caught.value) == f"{tmp_path / where}"
+
+
+def test_csv_quote_never_closed_is_an_items_error_not_a_swallowed_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", 'id,name\n1,x\n2,"unterminated\n3,y\n4,z\n')
+    with pytest.raises(ItemsError) as caught:
+        list(iter_items(source(path)))
+    assert str(caught.value) == (
+        f"{path}:3: not valid CSV: the row that starts here has a quote that is never closed"
+    )
+
+
+def test_csv_blank_lines_are_skipped_and_every_value_is_a_string(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", 'id,n\n\n1,2\n\n"3",""\n')
+    assert list(iter_items(source(path))) == [{"id": "1", "n": "2"}, {"id": "3", "n": ""}]
+
+
 # -- JSON and YAML -----------------------------------------------------------------------------
 
 
@@ -273,6 +305,40 @@ def test_inline_items_are_given_back_as_they_are() -> None:
 )
 def test_item_key_is_the_id_or_the_index(item: object, index: int, key: str) -> None:
     assert item_key(item, index) == key
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("a.jsonl", '{"id": 1}\n{"n": %s}\n', 2),
+        ("a.json", '[{"id": 1},\n {"n": %s}]\n', 2),
+        ("a.yaml", "- id: 1\n- n: %s\n", 2),
+    ],
+)
+def test_an_integer_past_pythons_digit_limit_is_an_items_error(
+    tmp_path: Path, name: str, text: str, line: int
+) -> None:
+    path = write(tmp_path / name, text % ("9" * 4301))
+    with pytest.raises(ItemsError) as caught:
+        list(iter_items(source(path)))
+    assert str(caught.value) == (
+        f"{path}:{line}: an integer has more than 4300 digits (write such a number as a string)"
+    )
+
+
+def test_a_yaml_hex_integer_past_the_digit_limit_is_an_items_error(tmp_path: Path) -> None:
+    # base 16 is read without a limit, but the number could not be written out in decimal
+    path = write(tmp_path / "a.yaml", "- id: 1\n- n: 0x%s\n" % ("f" * 3600))
+    with pytest.raises(ItemsError, match=r"a.yaml: item 1 has an integer of more than 4300 dig"):
+        list(iter_items(source(path)))
+    fine = write(tmp_path / "b.yaml", "- n: 0x%s\n" % ("f" * 3500))  # 4215 decimal digits
+    assert len(str(next(iter_items(source(fine)))["n"])) == 4215
+
+
+def test_an_id_with_a_lone_surrogate_gets_a_printable_key() -> None:
+    key = item_key({"id": "a\ud800b"}, 0)
+    assert key == "a\\ud800b"
+    assert key.encode() == b"a\\ud800b"
 
 
 def test_count_items(tmp_path: Path) -> None:

@@ -155,6 +155,17 @@ def test_a_key_command_that_prints_nothing_is_an_error() -> None:
         resolve_key(agent(api_key_command=python("print('   ')")))
 
 
+def test_a_key_command_that_prints_bytes_that_are_not_utf8_is_an_error() -> None:
+    printer = python(f"import sys; sys.stdout.buffer.write(b'{KEY[:12]}\\xff')")
+    with pytest.raises(ConfigError) as caught:
+        resolve_key(agent(api_key_command=printer))
+    message = str(caught.value)
+    assert message == (
+        f"agent 'writer': api_key_command '{sys.executable}' printed something that is not "
+        "UTF-8 text; a key is one line of printable ASCII"
+    )
+
+
 def test_a_key_command_that_cannot_start_says_why() -> None:
     with pytest.raises(ConfigError, match="could not run: FileNotFoundError"):
         resolve_key(agent(api_key_command=("ralph-test-no-such-program",)))

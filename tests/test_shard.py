@@ -29,6 +29,39 @@ def test_shards_are_disjoint_complete_and_independent_of_order(count: int) -> No
     assert [again[item["id"]] for item in ITEMS] == [o[0] for o in owners]
 
 
+def test_items_json_cannot_sort_still_have_an_owner() -> None:
+    # YAML keys of several types cannot be sorted together; a lone surrogate is not UTF-8
+    items = [{1: "a", "b": "c"}, {(1, 2): "tuple key"}, {"id": "\ud800"}]
+    for item in items:
+        assert sum(Shard(k, 3).owns(item) for k in (1, 2, 3)) == 1
+    shards = [Shard(k, 5) for k in range(1, 6)]
+    owner = [s.owns({1: "a", "b": "c"}) for s in shards]
+    assert owner == [s.owns({"b": "c", 1: "a"}) for s in shards]  # whatever the key order
+
+
+def test_a_csv_row_of_the_wrong_width_is_an_items_error_with_shard(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: shard-csv
+        agents:
+          local: {provider: echo}
+        tasks:
+          - name: answer
+            agent: local
+            for_each: {file: items.csv}
+            prompt: "Say {{ item.name }}"
+        """,
+        **{"items.csv": "id,name\n1,x,extra\n2,y\n"},
+    )
+    result = ralph(*apply_args(recipe, tmp_path / "out", "--shard", "1/2"))
+    assert result.code == 1, result.err
+    assert "items.csv:2: not valid CSV: row has 3 fields, the header has 2" in result.err
+
+
 @pytest.mark.parametrize("text", ["0/3", "4/3", "3", "a/b", "1/0", "-1/2"])
 def test_bad_shard_specs_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError, match="--shard"):

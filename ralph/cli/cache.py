@@ -8,20 +8,36 @@ from typing import Annotated
 import typer
 
 from ralph.cli.app import CacheDirOption, ProfileOption, SetOption, app
-from ralph.errors import UsageError
+from ralph.errors import ConfigError, Problem, RecipeError, UsageError
 
 cache_app = typer.Typer(help="The response cache: stats, clear, explain.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
 
 def _cache_dir(recipe: Path | None, cache_dir: Path | None) -> Path:
+    """The cache folder of the command line; it may not exist yet, but it is no file."""
     from ralph.cache import default_cache_dir
 
-    if cache_dir is not None:
-        return cache_dir
-    if recipe is None:
-        raise UsageError("name a recipe (its cache is .ralph/cache beside it) or pass --cache-dir")
-    return default_cache_dir(recipe)
+    if cache_dir is None:
+        if recipe is None:
+            raise UsageError(
+                "name a recipe (its cache is .ralph/cache beside it) or pass --cache-dir"
+            )
+        _readable(recipe)
+        cache_dir = default_cache_dir(recipe)
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise ConfigError(f"the cache folder {cache_dir} is a file, not a folder")
+    return cache_dir
+
+
+def _readable(recipe: Path) -> None:
+    """A recipe that cannot be read is reported as every command reports it, rather than
+    taken to have an empty cache."""
+    try:
+        recipe.open("rb").close()
+    except OSError as exc:
+        reason = f"cannot read recipe: {exc.strerror or exc}"
+        raise RecipeError([Problem(str(recipe), 1, 1, "", reason)]) from None
 
 
 @cache_app.command("stats")
@@ -31,7 +47,11 @@ def cache_stats(
     """How many answers the cache holds and how much disk they use."""
     from ralph.cache import ResponseCache
 
-    cache = ResponseCache(_cache_dir(recipe, cache_dir))
+    directory = _cache_dir(recipe, cache_dir)
+    if not directory.exists():  # looking must not make one (a mistyped --cache-dir, say)
+        typer.echo(f"{directory}: no cache (the folder does not exist)")
+        return 0
+    cache = ResponseCache(directory)
     try:
         stats = cache.stats()
     finally:
@@ -47,7 +67,11 @@ def cache_clear(
     """Remove every cached answer."""
     from ralph.cache import ResponseCache
 
-    cache = ResponseCache(_cache_dir(recipe, cache_dir))
+    directory = _cache_dir(recipe, cache_dir)
+    if not directory.exists():
+        typer.echo(f"nothing removed: {directory} does not exist")
+        return 0
+    cache = ResponseCache(directory)
     try:
         removed = cache.clear()
     finally:

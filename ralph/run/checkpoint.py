@@ -3,6 +3,8 @@
 The state file (`<loop dir>/state.json`) is rewritten atomically after every iteration, so a
 `ralph apply` after Ctrl-C or kill -9 goes on at the next iteration with the same `previous`,
 `history`, spending and last checkpoint; a loop that finished `done` is not run again.
+The state holds a fingerprint of its item and the task's templates: a state whose fingerprint
+differs (another item took that key's place, say by position) is not reused.
 
 Git checkpoints are careful with a repository that is not ralph's:
 - nothing happens unless the agent's workdir is inside a git work tree;
@@ -25,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ralph.providers.command import kill_group
+from ralph.recipe.model import Task
 from ralph.run.outputs import write_atomic
 from ralph.run.prepare import LoopContext
+from ralph.shard import canonical
 
 STATE_VERSION = 1
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -57,6 +61,7 @@ class LoopState:
     agent: str | None = None  # the agent of the final answer
     output: str | None = None  # the rendered output path of the final iteration
     answer: str | None = None  # the final answer, kept once the loop is done
+    fingerprint: str | None = None  # of the item and templates this state belongs to
 
     @classmethod
     def load(cls, path: Path) -> LoopState:
@@ -95,6 +100,16 @@ def tail(text: str, limit: int) -> str:
     return text if len(data) <= limit else data[-limit:].decode("utf-8", "ignore")
 
 
+def fingerprint(task: Task, item: Any) -> str:
+    """What a loop's state belongs to: its item and the task's prompt and system templates.
+    A prompt_file counts by neither path nor text: it is read again every iteration, and
+    editing it while loops run is how they are steered."""
+    digest = hashlib.sha256(canonical(item))
+    templates = json.dumps([task.prompt, task.system], ensure_ascii=False)
+    digest.update(templates.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:32]
+
+
 def loop_folder(out_dir: Path, task: str, key: str | None) -> Path:
     """`<out>/<task>`, or `<out>/<task>/<item key>` for a task with for_each; a key that is no
     safe folder name is made one, with a hash of the key so two keys never share a folder."""
@@ -102,7 +117,9 @@ def loop_folder(out_dir: Path, task: str, key: str | None) -> Path:
         return out_dir / task
     safe = _UNSAFE.sub("_", key).strip(".")[:80]
     if safe != key:
-        safe = f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}".lstrip("-")
+        # surrogatepass: a key holding a lone surrogate has a folder too (as with --shard)
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        safe = f"{safe}-{digest}".lstrip("-")
     return out_dir / task / safe
 
 

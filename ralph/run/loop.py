@@ -17,7 +17,9 @@ Resuming: a run limit, Ctrl-C or kill -9 leaves the loop where its state file sa
 `ralph apply` goes on at the next iteration with everything counted so far. A loop that ended
 `done` is not run again. One that ended otherwise goes on from its state too: at a limit it
 stops again at once unless the recipe raised that limit; after max_consecutive_failures it
-gets fresh chances.
+gets fresh chances. A state saved for another item (the key is the same, the item is not: an
+item inserted before items without an `id`) or another prompt starts over, with a
+`loop_restart` event, and the archived iterations of that other run are removed.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ralph.observe.logs import event
 from ralph.providers.base import Response
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Loop
-from ralph.run.checkpoint import Checkpoints, LoopState, loop_folder
+from ralph.run.checkpoint import Checkpoints, LoopState, fingerprint, loop_folder
 from ralph.run.conditions import Verdict, evaluate, stalled
 from ralph.run.outputs import (
     OrderedJsonl,
@@ -110,6 +112,11 @@ class ItemLoop:
         )
         self.state_path = self.dir / "state.json"
         self.state = LoopState.load(self.state_path)
+        mark = fingerprint(self.task_run.task, item)
+        # the iterations of a saved state that is not this item's (0: nothing worth a word)
+        self.replaced = self.state.iteration if self.state.fingerprint != mark else 0
+        if self.state.fingerprint != mark:
+            self.state = LoopState(fingerprint=mark)
         self.started = time.monotonic()
         self.spent_before_s = self.state.elapsed_s
         self.final: Prepared | None = None
@@ -117,6 +124,8 @@ class ItemLoop:
         self.git: Checkpoints | None = None
 
     async def run(self) -> None:
+        if self.replaced:
+            self._restart()
         if self.state.stop == DONE and self.state.answer is not None:
             self._finish_done(self.state.answer, cached=True)
             return
@@ -304,6 +313,21 @@ class ItemLoop:
                 "stop": state.stop,
                 "usage": usage,
             },
+        )
+
+    def _restart(self) -> None:
+        """Start over from a state saved for another item or prompt, and remove that run's
+        archived iterations, which would otherwise pass for this item's."""
+        removed = 0
+        for archived in (self.dir / "iterations").glob("[0-9]*.md"):
+            archived.unlink(missing_ok=True)
+            removed += 1
+        self._log(
+            logging.WARNING,
+            "loop_restart",
+            reason="the saved state is of another item or prompt",
+            saved_iterations=self.replaced,
+            removed_files=removed,
         )
 
     def _sweep(self) -> None:

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from ralph.run.checkpoint import loop_folder
 from tests.conftest import Result
 from tests.run.loop_fixtures.helpers import LoopCase, loop_case
 
@@ -134,3 +135,9 @@ def test_a_folder_that_is_not_a_repository_is_left_alone(ralph: Ralph, tmp_path:
     assert not (tmp_path / ".git").exists()
     (event,) = case.events("loop_checkpoint")
     assert event["status"] == "not a git repository"
+
+
+def test_a_key_with_a_lone_surrogate_still_gets_its_own_folder(tmp_path: Path) -> None:
+    folders = {loop_folder(tmp_path, "t", key) for key in ("a\ud800", "a\udc00", "a_")}
+    assert len(folders) == 3 and all(f.parent == tmp_path / "t" for f in folders)
+    assert loop_folder(tmp_path, "t", "a\ud800").name.startswith("a_-")

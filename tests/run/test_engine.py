@@ -492,4 +492,4 @@ def test_an_item_with_a_lone_surrogate_is_refused_and_the_rest_run(
     assert good["status"] == "done" and good["item"] == {"id": "\udfff", "text": "ok"}
     assert len(sent_to(server, CHAT)) == 1
     events = lines(tmp_path / "log.jsonl")
-    assert {e["item"] for e in events if e["event"] == "attempt"} == {"\udfff"}
+    assert {e["item"] for e in events if e["event"] == "attempt"} == {"\\udfff"}  # escaped

@@ -322,6 +322,60 @@ def test_each_item_loops_in_its_own_folder(ralph: Ralph, tmp_path: Path) -> None
     assert case.summary()["loop"] == {"iterations": 4, "stops": {"done": 2}}
 
 
+def test_a_saved_state_is_reused_only_for_its_own_item(ralph: Ralph, tmp_path: Path) -> None:
+    prompt = "Item {{ item }}, iteration {{ iteration }}\n"
+    plan = {"2": {"say": "LOOP_COMPLETE"}}
+    items = "for_each: [alpha, beta]"
+    case = loop_case(tmp_path, plan, "{until: LOOP_COMPLETE}", prompt=prompt, task_extra=items)
+    assert case.apply(ralph).code == 0
+    assert case.calls() == [1, 2, 1, 2]
+    (case.iterations("0") / "0002.answer.md").rename(case.iterations("0") / "0009.answer.md")
+
+    # the keys are positions: gamma, inserted first, finds alpha's finished state in out/build/0
+    case.recipe.write_text(case.recipe.read_text().replace("[alpha, beta]", "[gamma, alpha, beta]"))
+    result = case.apply(ralph)
+    assert result.code == 0, result.out
+    assert [(r["item"], r["status"]) for r in case.lines()] == [
+        ("gamma", "done"),
+        ("alpha", "done"),
+        ("beta", "done"),
+    ]
+    assert (case.iterations("0") / "0001.prompt.md").read_text() == "Item gamma, iteration 1\n"
+    assert not (case.iterations("0") / "0009.answer.md").exists(), "alpha's archive was kept"
+    restarts = case.events("loop_restart")
+    assert [(e["item"], e["saved_iterations"]) for e in restarts] == [("0", 2), ("1", 2)]
+
+    # an unchanged item and prompt go on from their state: nothing runs again
+    calls = len(case.calls())
+    assert case.apply(ralph).code == 0 and len(case.calls()) == calls
+    assert [r["status"] for r in case.lines()] == ["cached"] * 3
+
+
+def test_a_loop_state_is_not_reused_after_the_prompt_changed(ralph: Ralph, tmp_path: Path) -> None:
+    plan = {"2": {"say": "LOOP_COMPLETE"}}
+    case = loop_case(tmp_path, plan, "{until: LOOP_COMPLETE}")
+    recipe = case.recipe.read_text().replace(
+        "prompt_file: prompt.txt", "prompt: 'Iteration {{ iteration }}'"
+    )
+    case.recipe.write_text(recipe)
+    assert case.apply(ralph).code == 0
+    case.recipe.write_text(recipe.replace("'Iteration", "'Now iteration"))
+    assert case.apply(ralph).code == 0
+    assert case.calls() == [1, 2, 1, 2]
+    assert case.lines()[0]["status"] == "done"
+
+
+def test_an_item_id_with_a_lone_surrogate_gets_a_loop_folder(ralph: Ralph, tmp_path: Path) -> None:
+    plan = {"1": {"say": "LOOP_COMPLETE"}}
+    items = "for_each: {file: items.jsonl}"
+    case = loop_case(tmp_path, plan, "{until: LOOP_COMPLETE}", task_extra=items)
+    (tmp_path / "items.jsonl").write_text('{"id": "a\\ud800"}\n')
+    result = case.apply(ralph)
+    assert result.code == 0, result.err
+    (folder,) = (case.out / "build").iterdir()
+    assert folder.name.startswith("a_ud800-")
+
+
 # -- resume after kill -9 -------------------------------------------------------------------
 
 
