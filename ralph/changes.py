@@ -4,12 +4,9 @@ will miss the cache), and the cost against what the run cost."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ralph.errors import UsageError
 from ralph.plan import Plan
 
 EXAMPLES = 5
@@ -30,7 +27,7 @@ class Changes:
     tasks_added: tuple[str, ...]
     tasks_removed: tuple[str, ...]
     tasks: tuple[TaskChanges, ...]
-    last_cost_usd: float
+    last_cost_usd: float | None  # None: the run could not price its requests
     cost_min_usd: float
     cost_max_usd: float
 
@@ -50,24 +47,17 @@ class Changes:
                 for t in self.tasks
             },
             "last_cost_usd": self.last_cost_usd,
-            "cost_delta_usd": [
+            "cost_delta_usd": None
+            if self.last_cost_usd is None
+            else [
                 round(self.cost_min_usd - self.last_cost_usd, 6),
                 round(self.cost_max_usd - self.last_cost_usd, 6),
             ],
         }
 
 
-def load_summary(path: Path) -> dict[str, Any]:
-    try:
-        summary = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise UsageError(f"{path}: cannot read the run summary: {exc}") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("tasks"), dict):
-        raise UsageError(f"{path}: not a summary written by `ralph apply --summary-file`")
-    return summary
-
-
 def compare(plan: Plan, summary: dict[str, Any], against: str) -> Changes:
+    """`plan` against the run `summary` (as `read_summary` checked it) read from `against`."""
     ran: dict[str, Any] = summary["tasks"]
     planned = {t.name: t for t in plan.tasks}
     tasks = []
@@ -90,7 +80,7 @@ def compare(plan: Plan, summary: dict[str, Any], against: str) -> Changes:
         tasks_added=tuple(n for n in planned if n not in ran),
         tasks_removed=tuple(n for n in ran if n not in planned),
         tasks=tuple(tasks),
-        last_cost_usd=float(summary.get("totals", {}).get("cost_usd", 0.0)),
+        last_cost_usd=summary.get("totals", {}).get("cost_usd", 0.0),
         cost_min_usd=sum(t.cost_min_usd for t in plan.tasks),
         cost_max_usd=sum(t.cost_max_usd for t in plan.tasks),
     )
@@ -112,10 +102,11 @@ def render_changes(changes: Changes) -> str:
         lines.append(
             f"  ~ task {task.name}: {counts}" + (f" (e.g. {examples})" if examples else "")
         )
-    delta_min = changes.cost_min_usd - changes.last_cost_usd
-    delta_max = changes.cost_max_usd - changes.last_cost_usd
-    lines.append(
-        f"  cost: last run ${changes.last_cost_usd:.4f}; this plan ${changes.cost_min_usd:.4f} to "
-        f"${changes.cost_max_usd:.4f} ({delta_min:+.4f} to {delta_max:+.4f})"
-    )
+    planned = f"this plan ${changes.cost_min_usd:.4f} to ${changes.cost_max_usd:.4f}"
+    last = changes.last_cost_usd
+    if last is None:
+        lines.append(f"  cost: last run unknown (its pricing gave no number); {planned}")
+    else:
+        delta = f"{changes.cost_min_usd - last:+.4f} to {changes.cost_max_usd - last:+.4f}"
+        lines.append(f"  cost: last run ${last:.4f}; {planned} ({delta})")
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """The plan: pure data built from a recipe, without a request sent or a byte written.
 
 `ralph apply --dry-run` prints it, `ralph plan -o plan.json` saves it, and `ralph apply
-plan.json` runs exactly that plan, refusing if the recipe or its files changed since (their
-content hashes are part of the plan), the way `terraform plan -out` / `apply` work.
+plan.json` runs exactly that plan — the same profile, overrides and shard — refusing if the
+recipe or its files changed since (their content hashes are part of the plan), the way
+`terraform plan -out` / `apply` work.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ralph.errors import RalphError
 from ralph.fastjson import loads
 from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import item_key, numbered_items
+from ralph.observe.summary import SHARD_LABEL, shape_problem
 from ralph.providers.base import AttemptError, estimate_tokens
 from ralph.recipe.model import Recipe, Task
 from ralph.run.agents import DEFAULT_WORST_OUTPUT_TOKENS
@@ -31,7 +33,26 @@ if TYPE_CHECKING:
     from ralph.shard import Shard
 
 PLAN_KIND = "ralph-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: the shard is recorded (a version 1 plan made with --shard ran every item)
+
+_SAVED_PLAN_SCHEMA = {
+    "type": "object",
+    "required": ["plan_version", "recipe", "profile", "overrides", "shard", "fingerprints"],
+    "properties": {
+        "plan_version": {"const": PLAN_VERSION},
+        "recipe": {
+            "type": "string",
+            "minLength": 1,
+            "pattern": "^[^\\x00]*$",
+            "x-error": "the path of a recipe file",
+        },
+        "profile": {"type": ["string", "null"]},
+        "overrides": {"type": "array", "items": {"type": "string"}},
+        "shard": SHARD_LABEL,
+        "fingerprints": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+"""The fields `ralph apply plan.json` reads to run the plan again."""
 
 
 class PlanError(RalphError):
@@ -91,6 +112,7 @@ class Plan:
     name: str
     profile: str | None
     overrides: tuple[str, ...]
+    shard: str | None  # "K/N" when the plan takes one shard of the items
     fingerprints: Mapping[str, str]
     tasks: tuple[TaskPlan, ...]
     limits: tuple[LimitCheck, ...]
@@ -134,6 +156,7 @@ def build_plan(
         name=recipe.name,
         profile=recipe.profile,
         overrides=recipe.overrides,
+        shard=shard.label if shard is not None else None,
         fingerprints=fingerprints(recipe),
         tasks=tasks,
         limits=_limit_checks(recipe, tasks),
@@ -159,14 +182,25 @@ def check_fingerprints(saved: Mapping[str, str], recipe: Recipe) -> None:
 
 
 def load_saved_plan(path: Path) -> dict[str, Any]:
+    """A plan saved by `ralph plan -o`, its fields checked before anything runs them."""
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PlanError(f"{path}: cannot read the plan: {exc}") from None
     if not isinstance(data, dict) or data.get("kind") != PLAN_KIND:
-        raise PlanError(f"{path}: not a plan saved by `ralph plan -o`")
-    if data.get("plan_version") != PLAN_VERSION:
-        raise PlanError(f"{path}: plan version {data.get('plan_version')} is not supported")
+        raise PlanError(
+            f"{path}: not a plan saved by `ralph plan -o` "
+            "(a .json path is read as a saved plan; a recipe is a .yaml or .yml file)"
+        )
+    version = data.get("plan_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version != PLAN_VERSION:
+        raise PlanError(
+            f"{path}: plan version {version} is not supported (this ralph writes version "
+            f"{PLAN_VERSION}): make the plan again with `ralph plan -o`"
+        )
+    problem = shape_problem(data, _SAVED_PLAN_SCHEMA)
+    if problem is not None:
+        raise PlanError(f"{path}: invalid plan: {problem}")
     return data
 
 

@@ -251,3 +251,123 @@ def test_the_agents_tokenizer_sets_the_estimate(
     parts = [(len(p["prompt"]), len(p["system"])) for p in task["prompts"]]
     assert task["input_tokens"] == sum(per_text(a) + per_text(b) for a, b in parts)
     assert len(sizes) == 4
+
+
+def echo_recipe(tmp_path: Path) -> Path:
+    lines = "".join(json.dumps({"id": f"i{n}"}) + "\n" for n in range(12))
+    return write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: echo-plan
+        agents:
+          local: {provider: echo}
+        tasks:
+          - name: greet
+            agent: local
+            for_each: {file: items.jsonl}
+            prompt: "Hello {{ item.id }}"
+        """,
+        **{"items.jsonl": lines},
+    )
+
+
+def test_a_saved_plan_of_a_shard_runs_that_shard_only(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = echo_recipe(tmp_path)
+    saved = tmp_path / "shard.json"
+    result = ralph("plan", str(recipe), "--shard", "1/2", "-o", str(saved))
+    assert result.code == 0, result.err
+    assert "shard: 1/2 (only the items of this shard)" in result.out
+    plan = json.loads(saved.read_text())
+    assert plan["shard"] == "1/2"
+    planned = plan["tasks"][0]["items"]
+    assert 0 < planned < 12
+    dry = ralph("apply", str(saved), "--dry-run", "-f", "json")
+    assert json.loads(dry.out)["tasks"][0]["items"] == planned
+    run_json = tmp_path / "run.json"
+    result = ralph(*apply_args(saved, tmp_path / "out", "--summary-file", str(run_json)))
+    assert result.code == 0, result.out + result.err
+    summary = json.loads(run_json.read_text())
+    assert (summary["shard"], summary["tasks"]["greet"]["items"]) == ("1/2", planned)
+    refused = ralph("apply", str(saved), "--shard", "2/2")
+    assert refused.code == 2
+    assert (
+        refused.err
+        == "error: a saved plan fixes its shard; give no --shard (plan with it instead)\n"
+    )
+    (tmp_path / "items.jsonl").write_text('{"id": "new"}\n')
+    stale = ralph(*apply_args(saved, tmp_path / "out"))
+    assert stale.code == 1 and "the plan is stale" in stale.err
+
+
+DAMAGED = [
+    ("fingerprints", None, "fingerprints: expected a mapping, got null"),
+    ("fingerprints", [], "fingerprints: expected a mapping, got a list"),
+    ("fingerprints", {"a": 5}, "fingerprints.a: expected a string, got the number 5"),
+    ("recipe", None, "recipe: expected a string, got null"),
+    ("recipe", 5, "recipe: expected a string, got the number 5"),
+    ("recipe", "", 'recipe: expected the path of a recipe file, got the string ""'),
+    (
+        "recipe",
+        "/tmp/a\u0000b",
+        'recipe: expected the path of a recipe file, got the string "/tmp/a\\u0000b"',
+    ),
+    ("overrides", [5], "overrides[0]: expected a string, got the number 5"),
+    ("profile", 5, "profile: expected a string or null, got the number 5"),
+    ("shard", "3/2", 'shard: expected a shard K/N with K from 1 to N, got the string "3/2"'),
+    ("shard", None, None),  # an unsharded plan: runs every item
+    ("plan_version", "2", 'plan_version: expected the number 2, got the string "2"'),
+    ("plan_version", True, "plan_version: expected the number 2, got true"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), DAMAGED)
+def test_a_damaged_plan_names_the_field(
+    ralph: Callable[..., Result], tmp_path: Path, field: str, value: object, problem: str | None
+) -> None:
+    saved = tmp_path / "plan.json"
+    assert ralph("plan", str(echo_recipe(tmp_path)), "-o", str(saved)).code == 0
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), field: value}))
+    result = ralph("apply", str(saved), "--dry-run")
+    if problem is None:
+        assert result.code == 0, result.err
+    else:
+        assert (result.code, result.err) == (1, f"error: {saved}: invalid plan: {problem}\n")
+
+
+def test_a_plan_of_another_version_or_without_a_field(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    saved = tmp_path / "plan.json"
+    assert ralph("plan", str(echo_recipe(tmp_path)), "-o", str(saved)).code == 0
+    plan = json.loads(saved.read_text())
+    saved.write_text(json.dumps({**plan, "plan_version": 1}))
+    result = ralph("apply", str(saved))
+    assert (result.code, result.err) == (
+        1,
+        f"error: {saved}: plan version 1 is not supported (this ralph writes version 2): "
+        "make the plan again with `ralph plan -o`\n",
+    )
+    del plan["shard"]
+    saved.write_text(json.dumps(plan))
+    result = ralph("apply", str(saved))
+    assert (result.code, result.err) == (
+        1,
+        f"error: {saved}: invalid plan: missing required key 'shard'\n",
+    )
+
+
+def test_a_recipe_in_a_json_file_is_told_to_be_yaml(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"version": 1, "name": "j", "agents": {}, "tasks": []}))
+    for command in ("plan", "apply"):
+        result = ralph(command, str(recipe))
+        assert (result.code, result.err) == (
+            1,
+            f"error: {recipe}: not a plan saved by `ralph plan -o` (a .json path is read as a "
+            "saved plan; a recipe is a .yaml or .yml file)\n",
+        )

@@ -98,7 +98,7 @@ def apply(
     """Run a recipe: every task in order, within its limits, cached and resumable."""
     from ralph.cache import default_cache_dir
 
-    model = load_target(recipe, profile, sets)
+    model, shard = load_target(recipe, profile, sets, shard)
     resolved_cache = None if no_cache else (cache_dir or default_cache_dir(model.path))
     if dry_run:  # with --no-cache the plan counts every item as a request, as the run would
         return print_plan(model, resolved_cache, fmt, show, shard, prompts_file)
@@ -122,20 +122,25 @@ def apply(
     return _run(model, options, keys, log_format, log_file, summary_file, quiet)
 
 
-def load_target(path: Path, profile: str | None, sets: list[str] | None) -> Recipe:
-    """A recipe file, or the recipe a saved plan was made from, checked to be unchanged."""
+def load_target(
+    path: Path, profile: str | None, sets: list[str] | None, shard: str | None
+) -> tuple[Recipe, str | None]:
+    """A recipe file and `shard`, or the recipe a saved plan was made from (checked to be
+    unchanged) and the plan's shard."""
     from ralph.errors import UsageError
     from ralph.plan import check_fingerprints, is_saved_plan, load_saved_plan
     from ralph.recipe.validate import load_recipe
 
     if not is_saved_plan(path):
-        return load_recipe(path, profile, sets or ())
+        return load_recipe(path, profile, sets or ()), shard
     if profile or sets:
         raise UsageError("a saved plan fixes its profile and --set values; give neither")
+    if shard is not None:
+        raise UsageError("a saved plan fixes its shard; give no --shard (plan with it instead)")
     saved = load_saved_plan(path)
     model = load_recipe(Path(saved["recipe"]), saved["profile"], saved["overrides"])
     check_fingerprints(saved["fingerprints"], model)
-    return model
+    return model, saved["shard"]
 
 
 def print_plan(

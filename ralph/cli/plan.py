@@ -18,12 +18,15 @@ from ralph.cli.apply import (
 from ralph.fastjson import dumps_pretty
 
 if TYPE_CHECKING:
+    from ralph.changes import Changes
     from ralph.plan import Plan
 
 
 @app.command("plan")
 def plan_command(
-    recipe: Annotated[Path, typer.Argument(help="The recipe to plan.")],
+    recipe: Annotated[
+        Path, typer.Argument(help="The recipe to plan (YAML), or a saved plan to plan again.")
+    ],
     profile: ProfileOption = None,
     sets: SetOption = None,
     cache_dir: CacheDirOption = None,
@@ -51,27 +54,29 @@ def plan_command(
 ) -> int:
     """Show what `apply` would do, and save it for `ralph apply plan.json`."""
     from ralph.cache import default_cache_dir
+    from ralph.changes import compare
+    from ralph.observe.summary import read_summary
     from ralph.render.plan import render_plan
     from ralph.run.outputs import write_atomic
 
-    model = load_target(recipe, profile, sets)
+    last_run = read_summary(against) if against is not None else None  # refused before any work
+    model, shard = load_target(recipe, profile, sets, shard)
     plan = make_plan(model, cache_dir or default_cache_dir(model.path), show, shard, prompts_file)
     if output is not None:
         write_atomic(output, dumps_pretty(plan.as_dict()) + "\n")
-    if against is None:
+    if last_run is None:
         typer.echo(render_plan(plan, fmt.value, parse_show(show)))
     else:
-        _print_with_changes(plan, against, fmt, parse_show(show))
+        _print_with_changes(plan, compare(plan, last_run, str(against)), fmt, parse_show(show))
     if plan.errors:
         return 1
     return 2 if detailed_exitcode and plan.requests else 0
 
 
-def _print_with_changes(plan: Plan, against: Path, fmt: PlanFormat, limit: int | None) -> None:
-    from ralph.changes import compare, load_summary, render_changes
+def _print_with_changes(plan: Plan, changes: Changes, fmt: PlanFormat, limit: int | None) -> None:
+    from ralph.changes import render_changes
     from ralph.render.plan import render_plan
 
-    changes = compare(plan, load_summary(against), str(against))
     if fmt == PlanFormat.json:
         data = {**plan.as_dict(), "changes": changes.as_dict()}
         typer.echo(dumps_pretty(data))

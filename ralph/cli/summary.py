@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -21,21 +20,24 @@ def merge(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the merged summary here.")
     ] = None,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial", help="Merge even when shards are missing (listed in missing_shards)."
+        ),
+    ] = False,
 ) -> int:
     """Join shard summaries into one, as if one machine had run every item."""
-    from ralph.errors import UsageError
     from ralph.observe.merge import merge_summaries
     from ralph.observe.report import render_summary
+    from ralph.observe.summary import read_summary
     from ralph.run.outputs import write_atomic
 
-    summaries = []
-    for path in files:
-        try:
-            summaries.append(json.loads(path.read_text("utf-8")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise UsageError(f"{path}: cannot read a summary: {exc}") from None
-    merged = merge_summaries(summaries)
+    merged = merge_summaries([(str(path), read_summary(path)) for path in files], partial=partial)
     if output is not None:
         write_atomic(output, dumps_pretty(merged) + "\n")
     typer.echo(render_summary(merged))
+    if merged["missing_shards"]:
+        missing = ", ".join(merged["missing_shards"])
+        typer.echo(f"warning: shards missing: {missing}; their items are not counted", err=True)
     return int(merged["exit_code"])

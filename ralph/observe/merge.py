@@ -2,11 +2,13 @@
 
 Counts add up exactly, so a merged summary equals a single machine's figures. Latency
 percentiles cannot be merged from percentiles: the merge keeps the maximum and leaves p50/p95
-empty rather than invent them.
+empty rather than invent them. The shards must be those of one `--shard K/N` split, each once;
+a missing shard is refused unless the merge is asked to be partial, and then named.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,17 +19,29 @@ from ralph.observe.summary import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LIMIT, EXI
 _TASK_COUNTS = ("items", "done", "cached", "failed", "not_started", "pending")
 _AGENT_COUNTS = ("requests", "cache_hits", "input_tokens", "output_tokens")
 
+Named = tuple[str, dict[str, Any]]
+"""A summary (checked by `read_summary`) and the file it came from, for messages."""
+
 
 class MergeError(RalphError):
-    """Summaries that cannot be joined (not summaries, or of different recipes)."""
+    """Summaries that cannot be joined: of different recipes or splits, repeated, incomplete."""
 
 
-def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    if not summaries:
+def merge_summaries(named: Sequence[Named], *, partial: bool = False) -> dict[str, Any]:
+    """One summary of the shards in `named`; with `partial`, missing shards are only listed."""
+    if not named:
         raise MergeError("nothing to merge: name the shard summaries (run.json files)")
-    recipes = {_name(s) for s in summaries}
+    summaries = [summary for _, summary in named]
+    recipes = {str(s.get("name") or s["recipe"]) for s in summaries}
     if len(recipes) > 1:
         raise MergeError(f"these summaries are of different recipes: {', '.join(sorted(recipes))}")
+    missing = _missing_shards(named)
+    if missing and not partial:
+        raise MergeError(
+            f"{_shards_text(missing)} missing: give {'its' if len(missing) == 1 else 'their'} "
+            "summary too, or pass --partial to merge without "
+            f"{'it' if len(missing) == 1 else 'them'}"
+        )
     tasks = _merge_named(s["tasks"] for s in summaries)
     agents = _merge_named((s["agents"] for s in summaries), agent=True)
     stopped_by = next((s["stopped_by"] for s in summaries if s.get("stopped_by")), None)
@@ -40,6 +54,7 @@ def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "overrides": first.get("overrides", []),
         "shard": None,
         "shards": [s.get("shard") for s in summaries],
+        "missing_shards": missing,
         "status": status_text(exit_code, stopped_by),
         "exit_code": exit_code,
         "stopped_by": stopped_by,
@@ -50,10 +65,31 @@ def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _name(summary: dict[str, Any]) -> str:
-    if not isinstance(summary, dict) or "tasks" not in summary or "agents" not in summary:
-        raise MergeError("not a run summary written by `ralph apply --summary-file`")
-    return str(summary.get("name") or summary["recipe"])
+def _missing_shards(named: Sequence[Named]) -> list[str]:
+    """The shards of the split that `named` lacks; refuses repeats and mixed splits."""
+    files: dict[str | None, list[str]] = {}
+    for path, summary in named:
+        files.setdefault(summary.get("shard"), []).append(path)
+    for label, paths in files.items():
+        if len(paths) > 1:
+            what = f"shard {label} is" if label else "a whole (unsharded) run is"
+            raise MergeError(
+                f"{what} given more than once ({', '.join(paths)}): its counts would be added twice"
+            )
+    if None in files and len(files) > 1:
+        raise MergeError(
+            f"{files[None][0]} is a whole run, not a shard: merge the shards of one run only"
+        )
+    counts = {label.split("/")[1] for label in files if label is not None}
+    if len(counts) > 1:
+        given = ", ".join(f"{paths[0]} is shard {label}" for label, paths in files.items())
+        raise MergeError(f"these summaries are shards of different splits: {given}")
+    count = int(counts.pop()) if counts else 0
+    return [f"{k}/{count}" for k in range(1, count + 1) if f"{k}/{count}" not in files]
+
+
+def _shards_text(labels: Sequence[str]) -> str:
+    return f"shard {labels[0]} is" if len(labels) == 1 else f"shards {', '.join(labels)} are"
 
 
 def _exit_code(
@@ -70,7 +106,10 @@ def _merge_named(parts: Iterable[dict[str, Any]], *, agent: bool = False) -> dic
     merged: dict[str, Any] = {}
     for part in parts:
         for name, figures in part.items():
-            merged[name] = _add(merged[name], figures, agent) if name in merged else dict(figures)
+            if name in merged:
+                merged[name] = _add(merged[name], figures, agent)
+            else:
+                merged[name] = {**figures, "cost_usd": _cost(figures)} if agent else dict(figures)
     return merged
 
 
@@ -79,7 +118,7 @@ def _add(left: dict[str, Any], right: dict[str, Any], agent: bool) -> dict[str, 
     for key in _AGENT_COUNTS if agent else _TASK_COUNTS:
         out[key] = left.get(key, 0) + right.get(key, 0)
     if agent:
-        out["cost_usd"] = round(left["cost_usd"] + right["cost_usd"], 6)
+        out["cost_usd"] = round(_cost(left) + _cost(right), 6)
         for key in ("retries", "statuses"):
             out[key] = _counts(left.get(key), right.get(key))
         highest = [v for v in (left["latency_ms"]["max"], right["latency_ms"]["max"]) if v]
@@ -116,5 +155,12 @@ def _totals(tasks: dict[str, Any], agents: dict[str, Any]) -> dict[str, Any]:
         "failures": sum(t["failed"] for t in tasks.values()),
         "input_tokens": sum(a["input_tokens"] for a in figures),
         "output_tokens": sum(a["output_tokens"] for a in figures),
-        "cost_usd": round(sum(a["cost_usd"] for a in figures), 6),
+        "cost_usd": round(sum(_cost(a) for a in figures), 6),
     }
+
+
+def _cost(figures: dict[str, Any]) -> float:
+    # a summary writes a cost it could not compute (NaN pricing) as null: as NaN it stays
+    # unknown through the sums, and is written as null again
+    cost = figures["cost_usd"]
+    return math.nan if cost is None else float(cost)

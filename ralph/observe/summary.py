@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from ralph.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_LIMIT, EXIT_INTERRUPTED = 0, 3, 4, 130
 
@@ -155,3 +160,143 @@ def _percentile(ordered: list[float], pct: int) -> float | None:
     if len(ordered) == 1:
         return round(ordered[0], 1)
     return round(statistics.quantiles(ordered, n=100, method="inclusive")[pct - 1], 1)
+
+
+_COUNT = {"type": "integer", "minimum": 0}
+_TALLY = {"type": "object", "additionalProperties": _COUNT}
+_SECONDS = {"type": "number", "minimum": 0}
+_COST = {"type": ["number", "null"]}  # null: a cost ralph could not compute (NaN pricing)
+SHARD_LABEL = {
+    "type": ["string", "null"],
+    "format": "shard",
+    "x-error": "a shard K/N with K from 1 to N",
+}
+
+_TASK = {
+    "type": "object",
+    "required": ["items", "done", "cached", "failed", "not_started"],
+    "properties": {
+        **{key: _COUNT for key in ("items", "done", "cached", "failed", "not_started")},
+        "pending": {"type": "integer"},
+        "failures": _TALLY,
+        "wall_s": _SECONDS,
+        "prompts": {"type": "object", "additionalProperties": {"type": "string"}},
+        "loop": {"type": "object", "properties": {"iterations": _COUNT, "stops": _TALLY}},
+    },
+}
+_LATENCY = {"type": ["number", "null"]}
+_AGENT = {
+    "type": "object",
+    "required": [
+        "provider",
+        "requests",
+        "cache_hits",
+        "retries",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "latency_ms",
+    ],
+    "properties": {
+        "provider": {"type": "string"},
+        "model": {"type": ["string", "null"]},
+        **{k: _COUNT for k in ("requests", "cache_hits", "input_tokens", "output_tokens")},
+        "retries": _TALLY,
+        "statuses": _TALLY,
+        "cost_usd": _COST,
+        "latency_ms": {
+            "type": "object",
+            "required": ["p50", "p95", "max"],
+            "properties": {"p50": _LATENCY, "p95": _LATENCY, "max": _LATENCY},
+        },
+    },
+}
+SUMMARY_SCHEMA = {
+    "type": "object",
+    "required": ["recipe", "tasks", "agents"],
+    "properties": {
+        "recipe": {"type": "string"},
+        "name": {"type": "string"},
+        "profile": {"type": ["string", "null"]},
+        "overrides": {"type": "array", "items": {"type": "string"}},
+        "shard": SHARD_LABEL,
+        "exit_code": {"type": "integer"},
+        "stopped_by": {"type": ["string", "null"]},
+        "wall_s": _SECONDS,
+        "totals": {"type": "object", "properties": {"cost_usd": _COST}},
+        "tasks": {"type": "object", "additionalProperties": _TASK},
+        "agents": {"type": "object", "additionalProperties": _AGENT},
+    },
+}
+"""The fields of run.json that `summary merge` and `plan --against` read."""
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run summary written by `--summary-file`, its shape checked before anything reads it."""
+    try:
+        summary = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UsageError(f"{path}: cannot read the run summary: {exc}") from None
+    problem = shape_problem(summary, SUMMARY_SCHEMA)
+    if problem is not None:
+        raise UsageError(f"{path}: not a ralph run summary: {problem}")
+    checked: dict[str, Any] = summary
+    return checked
+
+
+def shape_problem(data: Any, schema: dict[str, Any]) -> str | None:
+    """What is wrong with JSON `data` against `schema`, as `path: expected ..., got ...`; a
+    schema's own `x-error` names what a value failing its pattern or format should be."""
+    from jsonschema import Draft202012Validator, FormatChecker
+    from jsonschema.exceptions import best_match
+
+    formats = FormatChecker(formats=())
+    formats.checks("shard")(_is_shard_label)
+    error = best_match(Draft202012Validator(schema, format_checker=formats).iter_errors(data))
+    if error is None:
+        return None
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    where = f"{path.lstrip('.')}: " if path else ""
+    wanted, value = error.validator_value, error.instance
+    if error.validator == "required":
+        missing = next(key for key in wanted if key not in value)
+        return f"{where}missing required key '{missing}'"
+    if error.validator == "type":
+        names = wanted if isinstance(wanted, list) else [wanted]
+        return f"{where}expected {' or '.join(_TYPE_NAMES[n] for n in names)}, got {_got(value)}"
+    if error.validator == "const":
+        return f"{where}expected {_got(wanted)}, got {_got(value)}"
+    if error.validator == "minimum":
+        return f"{where}expected at least {wanted}, got {_got(value)}"
+    if isinstance(error.schema, dict) and "x-error" in error.schema:
+        return f"{where}expected {error.schema['x-error']}, got {_got(value)}"
+    return f"{where}{error.message}"
+
+
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "a boolean",
+    "null": "null",
+}
+
+
+def _got(value: Any) -> str:
+    """A JSON value as a message names it: "1" and 1 must not read alike."""
+    if isinstance(value, str):
+        return f"the string {json.dumps(value if len(value) <= 60 else value[:57] + '...')}"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return f"the number {json.dumps(value)}"
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+def _is_shard_label(label: object) -> bool:
+    if not isinstance(label, str):
+        return True  # a format applies to strings; "type" judges the rest
+    match = re.fullmatch(r"(\d+)/(\d+)", label)
+    return match is not None and 1 <= int(match[1]) <= int(match[2])

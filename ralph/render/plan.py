@@ -15,6 +15,8 @@ def render_plan(plan: Plan, fmt: str = "text", limit: int | None = None) -> str:
     if plan.profile or plan.overrides:
         overrides = ", ".join(plan.overrides) or "-"
         lines.append(f"profile: {plan.profile or '-'}  overrides: {overrides}")
+    if plan.shard:
+        lines.append(f"shard: {plan.shard} (only the items of this shard)")
     head = ["task", "agent", "model", "items", "cached", "to send", "input tokens", "cost $"]
     rows = [
         [
