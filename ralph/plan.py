@@ -25,7 +25,7 @@ from ralph.items import item_key, numbered_items
 from ralph.observe.summary import SHARD_LABEL, shape_problem
 from ralph.providers.base import AttemptError, estimate_tokens
 from ralph.recipe.model import Recipe, Task
-from ralph.run.agents import DEFAULT_WORST_OUTPUT_TOKENS
+from ralph.run.agents import reserved_output_tokens
 from ralph.run.outputs import OutputPathError
 from ralph.run.prepare import ItemRejected, Preparer
 
@@ -264,8 +264,7 @@ def _task_plan(
         input_tokens += estimate_tokens(prepared.prompt, ratio) + system
     outputs[task.name] = next(iter(answers.values()), "") if task.items is None else answers
     loops = task.loop.max_iterations if task.loop is not None else 1
-    worst = agent.params.get("max_tokens")
-    worst_output = worst if isinstance(worst, int) else DEFAULT_WORST_OUTPUT_TOKENS
+    worst_output = reserved_output_tokens(agent)  # the worst case a run's budget holds back
     price_in, price_out = agent.pricing.input_per_mtok / 1e6, agent.pricing.output_per_mtok / 1e6
     return TaskPlan(
         name=task.name,

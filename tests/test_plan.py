@@ -115,6 +115,31 @@ def test_limit_that_would_stop_the_run_exits_4(
     assert "would stop the run" in result.out
 
 
+def test_a_command_agents_worst_case_is_its_max_output(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    # as the run's budget reserves it: 100 KB of output counts as up to 25,000 tokens a request
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: command-plan
+        agents:
+          local: {provider: command, command: [cat], max_output: 100KB, params: {max_tokens: 5}}
+        limits: {max_tokens: 60000}
+        tasks:
+          - name: t
+            agent: local
+            for_each: [a, b, c]
+            prompt: "{{ item }}"
+        """,
+    )
+    result = ralph("apply", str(recipe), "--dry-run", "--format", "json")
+    assert result.code == 4, result.out
+    task = json.loads(result.out)["tasks"][0]
+    assert task["max_output_tokens"] == 3 * 25_000
+
+
 def test_show_all_and_bad_show(ralph: Callable[..., Result], tmp_path: Path) -> None:
     recipe = plan_recipe(tmp_path, "http://127.0.0.1:9/v1")
     result = ralph("plan", str(recipe), "--show", "all")

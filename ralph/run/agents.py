@@ -22,17 +22,8 @@ class AgentRuntime:
         self._tokens = Pacer(rate.tokens_per_minute) if rate.tokens_per_minute else None
         self.paced = self._requests is not None or self._tokens is not None
         self.exhausted: str | None = None
-        max_tokens = agent.params.get("max_tokens")
-        self.worst_output = (
-            max_tokens if isinstance(max_tokens, int) else DEFAULT_WORST_OUTPUT_TOKENS
-        )
-        # what budgets reserve: a command's answer is bounded by max_output, not by max_tokens
-        # (its tokens are counted as characters / 4, and it has no more characters than bytes)
-        self.reserved_output = (
-            math.ceil(agent.max_output_bytes / 4)
-            if agent.provider == "command"
-            else self.worst_output
-        )
+        self.worst_output = worst_output_tokens(agent)
+        self.reserved_output = reserved_output_tokens(agent)
 
     async def pace(self, tokens: int) -> None:
         if self._requests is not None:
@@ -45,3 +36,18 @@ class AgentRuntime:
         return (
             input_tokens * pricing.input_per_mtok + output_tokens * pricing.output_per_mtok
         ) / 1e6
+
+
+def worst_output_tokens(agent: Agent) -> int:
+    """The longest answer `params.max_tokens` allows (or a default): what pacing assumes."""
+    max_tokens = agent.params.get("max_tokens")
+    return max_tokens if isinstance(max_tokens, int) else DEFAULT_WORST_OUTPUT_TOKENS
+
+
+def reserved_output_tokens(agent: Agent) -> int:
+    """What budgets reserve for an answer: a command's is bounded by max_output, not by
+    max_tokens (its tokens are counted as characters / 4, and it has no more characters than
+    bytes)."""
+    if agent.provider == "command":
+        return math.ceil(agent.max_output_bytes / 4)
+    return worst_output_tokens(agent)
