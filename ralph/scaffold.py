@@ -11,7 +11,7 @@ from ralph.run.outputs import write_atomic
 RECIPE = """\
 # yaml-language-server: $schema=recipe.schema.json
 version: 1
-name: {name}
+name: "{name}"
 description: A first recipe. Run it with `ralph apply recipe.yaml`, then swap the agent.
 
 vars:
@@ -52,6 +52,7 @@ out/
 
 def scaffold(folder: Path, *, force: bool = False) -> list[Path]:
     """Write the starter files into `folder`; refuse to overwrite unless `force`."""
+    # quoted in RECIPE: YAML reads a folder called 2024, true or 0x10 as a number or boolean
     name = _slug(folder.resolve().name)
     files = {
         folder / "recipe.yaml": RECIPE.format(name=name),

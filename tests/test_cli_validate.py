@@ -333,3 +333,105 @@ def test_pre_commit_hook_entry_skips_yaml_that_is_not_a_recipe(
     assert result.out.strip().endswith("1 recipe checked, 0 invalid, 0 errors")
     (tmp_path / "bad.yaml").write_text("version: 1\nname: x\nagents: {}\ntasks: []\n")
     assert ralph(*entry[1:], *changed, str(tmp_path / "bad.yaml")).code == 1
+
+
+def _run(*args: str, stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "ralph", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_a_recipe_piped_to_dev_stdin_is_checked(tmp_path: Path) -> None:
+    done = _run("validate", "/dev/stdin", stdin=VALID.encode())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.decode().strip() == "1 recipe checked, 0 invalid, 0 errors"
+
+
+def test_a_big_recipe_piped_to_dev_stdin_is_refused_at_the_cap() -> None:
+    big = VALID.encode() + b"# " + b"x" * 4_000_000 + b"\n"
+    done = _run("validate", "/dev/stdin", stdin=big, timeout=10)
+    assert done.returncode == 1, done.stderr
+    assert (
+        "/dev/stdin:1:1: recipe is over 1 MB; recipes are limited to 1 MB" in done.stdout.decode()
+    )
+
+
+def test_a_fifo_nobody_writes_to_does_not_hang_validate(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "r.yaml"
+    os.mkfifo(fifo)
+    done = _run("validate", str(fifo), timeout=20)
+    assert done.returncode == 1, done.stderr
+    assert "recipe is empty" in done.stdout.decode()
+    done = _run("validate", "--only-recipes", str(fifo), timeout=20)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_device_as_prompt_file_is_not_read(ralph: Ralph, tmp_path: Path) -> None:
+    recipe = write(
+        tmp_path / "r.yaml",
+        VALID.replace('prompt: "Be {{ vars.tone }}."', "prompt_file: /dev/zero"),
+    )
+    result = ralph("validate", str(recipe))
+    assert result.code == 1
+    assert "prompt file '/dev/zero' not found" in result.out
+
+
+def test_an_oversized_prompt_file_is_refused(ralph: Ralph, tmp_path: Path) -> None:
+    from ralph.recipe.semantic import MAX_PROMPT_FILE_BYTES
+
+    (tmp_path / "p.md").write_bytes(b"x" * (MAX_PROMPT_FILE_BYTES + 1))
+    recipe = write(
+        tmp_path / "r.yaml", VALID.replace('prompt: "Be {{ vars.tone }}."', "prompt_file: p.md")
+    )
+    result = ralph("validate", str(recipe))
+    assert result.code == 1
+    assert "prompt file 'p.md' is over 10 MB" in result.out
+
+
+JSON_STYLE = (
+    '{"version": 1, "name": "j", "agents": {"a": {"provider": "echo"}}, '
+    '"tasks": [{"name": "t", "agent": "a", "prompt": "{{ vars.nope }}"}]}\n'
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        JSON_STYLE,
+        '{\n  "version": 1,\n  "name": "j",\n  "tasks": []\n}\n',
+        "\"version\": 1\nname: q\n'tasks': []\n",
+        "# comment\n{version: 1, name: f, tasks: [}\n",  # broken, but still a recipe
+    ],
+    ids=["flow", "json", "quoted", "broken-flow"],
+)
+def test_quoted_and_flow_style_recipes_are_found_in_folders(
+    ralph: Ralph, tmp_path: Path, text: str
+) -> None:
+    write(tmp_path / "recipes" / "r.yaml", text)
+    result = ralph("validate", str(tmp_path / "recipes"))
+    assert result.code == 1, result.out
+    assert "1 recipe checked, 1 invalid" in result.out.splitlines()[-1]
+    assert ralph("validate", "--only-recipes", str(tmp_path / "recipes" / "r.yaml")).code == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"services": {"version": 1, "tasks": []}}\n',
+        "jobs:\n  version: 1\n  tasks: []\n",
+        "- version: 1\n  tasks: []\n",
+    ],
+)
+def test_nested_version_and_tasks_keys_are_not_a_recipe(
+    ralph: Ralph, tmp_path: Path, text: str
+) -> None:
+    write(tmp_path / "recipes" / "other.yaml", text)
+    result = ralph("validate", str(tmp_path / "recipes"))
+    assert result.out.strip() == "0 recipes checked, 0 invalid, 0 errors"

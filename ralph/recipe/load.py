@@ -7,7 +7,10 @@ and a node and depth budget while copying, which is where a YAML alias bomb woul
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import os
 import re
+import stat
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ from ralph.secrets import redact
 MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+MAX_INT_DIGITS = 4300  # Python's own limit for reading and printing an int (sys.int_info)
+LONG_NUMBER = f"number has more than {MAX_INT_DIGITS} digits; quote it if it is meant as text"
 
 
 @dataclass(frozen=True)
@@ -33,10 +38,24 @@ class Source:
     data: dict[str, Any]
 
 
-class _TooBig(Exception):
-    def __init__(self, message: str, path: tuple[str | int, ...]) -> None:
+class _CopyRefused(Exception):
+    """A value the copy refuses: located at `path`, or at `at` (0-based line and column) for a
+    key the path cannot name."""
+
+    def __init__(
+        self, message: str, path: tuple[str | int, ...], at: tuple[int, int] | None = None
+    ) -> None:
         super().__init__(message)
         self.path = path
+        self.at = at
+
+
+class _Refused(Exception):
+    """A value the YAML reader refuses while it builds the tree, at its 0-based mark."""
+
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(message)
+        self.line, self.col = mark.line + 1, mark.column + 1
 
 
 def load_source(path: Path, display: str | None = None) -> Source:
@@ -58,29 +77,61 @@ def load_source(path: Path, display: str | None = None) -> Source:
         raise _error(shown, 1, 1, "", f"expected a mapping at the top of the recipe, got {kind}")
     try:
         data = _Copier().plain(tree, (), 0)
-    except _TooBig as exc:
+    except _CopyRefused as exc:
         from ralph.recipe.positions import dotted, locate
 
-        line, col = locate(tree, exc.path)
+        line, col = locate(tree, exc.path) if exc.at is None else (exc.at[0] + 1, exc.at[1] + 1)
         raise _error(shown, line, col, dotted(exc.path), str(exc)) from None
     return Source(path=path, display=shown, text=text, tree=tree, data=data)
 
 
+def read_capped(path: Path, limit: int) -> bytes:
+    """The first `limit + 1` bytes of `path` at most: more than `limit` means too big.
+
+    Read, not sized with stat: a pipe, /dev/stdin or a device reports no size, and /dev/zero
+    never ends. A FIFO is opened without waiting for a writer, so one nobody writes to reads
+    as empty instead of hanging; once open, reads wait as usual (a slow stdin is fine).
+    """
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX only; Windows has no FIFOs to wait on
+    fd = os.open(path, os.O_RDONLY | nonblocking)
+    with os.fdopen(fd, "rb") as handle:  # owns fd from here on
+        if nonblocking:
+            os.set_blocking(fd, True)
+        return handle.read(limit + 1)
+
+
+def top_level_keys(raw: bytes) -> frozenset[str] | None:
+    """The top-level keys of a YAML document, read within the recipe limits (none when it is
+    not a mapping), or None when it cannot be read."""
+    try:
+        tree = _parse(_decode(raw, ""), "")
+    except RecipeError:
+        return None
+    return frozenset(str(k) for k in tree) if isinstance(tree, dict) else frozenset()
+
+
 def _read_bytes(path: Path, shown: str) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
+        raw = read_capped(path, MAX_BYTES)
+        if len(raw) > MAX_BYTES:
             raise _error(
                 shown,
                 1,
                 1,
                 "",
-                f"recipe is {size / 1e6:.1f} MB; recipes are limited to "
+                f"recipe is {_size(path)}; recipes are limited to "
                 f"{MAX_BYTES // 1_000_000} MB (keep large data in a for_each file)",
             )
-        return path.read_bytes()
+        return raw
     except OSError as exc:
         raise _error(shown, 1, 1, "", f"cannot read recipe: {exc.strerror or exc}") from None
+
+
+def _size(path: Path) -> str:
+    info = path.stat()
+    if stat.S_ISREG(info.st_mode) and info.st_size > MAX_BYTES:
+        return f"{info.st_size / 1e6:.1f} MB"
+    return f"over {MAX_BYTES // 1_000_000} MB"  # a pipe or device: its size is unknown
 
 
 def _decode(raw: bytes, shown: str) -> str:
@@ -113,6 +164,7 @@ def _parse(text: str, shown: str) -> Any:
     from ruamel.yaml.reader import ReaderError
 
     yaml = YAML(typ="rt")
+    yaml.Constructor = _constructor()
     # the composer stops here, before deep flow nesting gets slow (newer ruamel; the copy
     # below enforces the same limit with older ones)
     yaml.max_depth = MAX_DEPTH + 1
@@ -120,6 +172,8 @@ def _parse(text: str, shown: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a reused anchor is legal YAML, not worth a warning
             return yaml.load(text)
+    except _Refused as exc:
+        raise _error(shown, exc.line, exc.col, "", str(exc)) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -140,6 +194,53 @@ def _parse(text: str, shown: str) -> Any:
         raise _error(shown, line, col, "", message) from None
     except YAMLError as exc:
         raise _error(shown, 1, 1, "", f"YAML error: {str(exc).splitlines()[0]}") from None
+
+
+@functools.cache
+def _constructor() -> type[Any]:
+    """ruamel's round-trip constructor, refusing what a recipe cannot hold as it reads it."""
+    from ruamel.yaml.constructor import RoundTripConstructor
+
+    class Constructor(RoundTripConstructor):
+        def construct_yaml_int(self, node: Any) -> Any:
+            try:
+                value = super().construct_yaml_int(node)
+            except ValueError:
+                if sum(c.isdigit() for c in str(node.value)) <= MAX_INT_DIGITS:
+                    raise  # not the digit limit: `!!int abc`, explained by _construct_failure
+                value = None
+            if value is None or too_many_digits(value):
+                raise _Refused(node.start_mark, LONG_NUMBER)
+            return value
+
+        def check_mapping_key(
+            self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any
+        ) -> bool:
+            # 1, 1.0 and true are distinct YAML keys but one Python dict key: ruamel would call
+            # them duplicates, and the tree cannot hold both
+            if isinstance(key, int | float) and key in mapping:
+                first = next(k for k in mapping if k == key)
+                shown = _scalar_key(first, ())
+                if shown != _scalar_key(key, ()):
+                    mark = _key_mark(mapping, first)
+                    where = f" (line {mark[0] + 1}, column {mark[1] + 1})" if mark else ""
+                    raise _Refused(
+                        key_node.start_mark,
+                        f"key {key_node.value} clashes with key {shown}{where}: YAML keeps "
+                        "them apart, ralph cannot; quote keys that are meant as text",
+                    )
+            return bool(super().check_mapping_key(node, key_node, mapping, key, value))
+
+    Constructor.add_constructor("tag:yaml.org,2002:int", Constructor.construct_yaml_int)
+    return Constructor
+
+
+_INT_LIMIT: int = 10**MAX_INT_DIGITS
+
+
+def too_many_digits(value: int) -> bool:
+    """Past what Python prints: a hex or octal number escapes int()'s limit, not str()'s."""
+    return abs(value) >= _INT_LIMIT
 
 
 def _construct_failure(text: str) -> tuple[int, int, str]:
@@ -212,14 +313,14 @@ class _Copier:
         self.nodes += 1
         # reported at the top-level entry that grew too big: deeper paths only add noise
         if self.nodes > MAX_NODES:
-            raise _TooBig(
+            raise _CopyRefused(
                 f"recipe expands to more than {MAX_NODES} values (a YAML alias bomb?)", path[:2]
             )
         if depth > MAX_DEPTH:
-            raise _TooBig(f"recipe is nested more than {MAX_DEPTH} levels deep", path[:2])
+            raise _CopyRefused(f"recipe is nested more than {MAX_DEPTH} levels deep", path[:2])
         if isinstance(node, dict | list):
             if id(node) in self.open:
-                raise _TooBig("recipe refers to itself through a YAML alias", path)
+                raise _CopyRefused("recipe refers to itself through a YAML alias", path)
             self.open.add(id(node))
             try:
                 return self._container(node, path, depth)
@@ -231,15 +332,37 @@ class _Copier:
         if isinstance(node, list):
             return [self.plain(v, (*path, i), depth + 1) for i, v in enumerate(node)]
         out: dict[str, Any] = {}
+        names_vars = path == ("vars",) or (len(path) == 3 and path[::2] == ("profiles", "vars"))
         for key, value in node.items():
             name = key if isinstance(key, str) else _scalar_key(key, path)
+            if names_vars and not isinstance(key, str):
+                raise _CopyRefused(
+                    f"a var name must be text; quote {name} to use it as one",
+                    (*path, name),
+                    _key_mark(node, key),
+                )
+            if name in out:
+                # '1' and 1 are distinct YAML keys that both become '1' in the recipe
+                raise _CopyRefused(
+                    f"duplicate key '{name}' (a key may appear only once in a mapping)",
+                    (*path, name),
+                    _key_mark(node, key),
+                )
             out[name] = self.plain(value, (*path, name), depth + 1)
         return out
 
 
+def _key_mark(node: Any, key: Any) -> tuple[int, int] | None:
+    try:
+        line, col = node.lc.key(key)
+    except (AttributeError, KeyError, TypeError):
+        return None  # merged in by `<<`: located by its path instead
+    return int(line), int(col)
+
+
 def _scalar_key(key: Any, path: tuple[str | int, ...]) -> str:
     if isinstance(key, Mapping):
-        raise _TooBig(
+        raise _CopyRefused(
             "YAML reads an unquoted '{{ ... }}' as a mapping; "
             'put the template in quotes, e.g. "{{ item.body }}"',
             path,
@@ -249,7 +372,7 @@ def _scalar_key(key: Any, path: tuple[str | int, ...]) -> str:
         return "null" if plain is None else str(plain).lower()
     if isinstance(plain, int | float | str):
         return str(plain)
-    raise _TooBig(f"mapping keys must be plain text, got {_kind(key)}", path)
+    raise _CopyRefused(f"mapping keys must be plain text, got {_kind(key)}", path)
 
 
 def _scalar(value: Any) -> Any:

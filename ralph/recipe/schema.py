@@ -59,6 +59,10 @@ def _explain(error: ValidationError) -> Iterator[Finding]:
     elif kind == "enum":
         allowed: Any = error.validator_value
         yield path, False, _enum_message(error.instance, allowed)
+    elif kind == "type" and error.validator_value == "string" and _is_number(error.instance):
+        # `name: 2024`: the user wrote text, YAML read a number (or `true` a boolean)
+        message = f"{_show(error.instance)} is read as {_kind(error.instance)}; put it in quotes"
+        yield path, False, f"{message} to make it text"
     elif kind == "type":
         wanted = _type_name(error.validator_value)
         yield path, False, f"expected {wanted}, got {_got(error.instance)}"
@@ -203,6 +207,11 @@ def _show(value: Any) -> str:
     if isinstance(value, dict | list):
         return _kind(value)
     return json.dumps(value)
+
+
+def _is_number(value: Any) -> bool:
+    """A number or boolean scalar (bool is an int)."""
+    return isinstance(value, int | float)
 
 
 def _kind(value: Any) -> str:

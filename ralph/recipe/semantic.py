@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ralph.errors import Problem
 from ralph.recipe.positions import Locator
@@ -22,6 +24,8 @@ SECRET_ADVICE = (
     "api_key_env (or use api_key_file / api_key_command)"
 )
 
+MAX_PROMPT_FILE_BYTES = 10_000_000  # past any model's context; a device never ends
+
 Key = tuple[str | int, ...]
 
 
@@ -29,6 +33,7 @@ def semantic_problems(data: dict[str, Any], base_dir: Path, where: Locator) -> l
     """Every semantic problem in schema-shaped `data` (parts of the wrong type are skipped)."""
     agents = _mapping(data.get("agents"))
     problems = list(_secrets(data, (), where))
+    problems += _numbers(data, (), where)
     problems += _agent_problems(agents, where)
     problems += _task_problems(data, agents, base_dir, where)
     problems += _health_problems(data, agents, where)
@@ -67,6 +72,24 @@ def _secrets(node: Any, path: Key, where: Locator) -> Iterator[Problem]:
             yield from _secrets(value, (*path, index), where)
     elif isinstance(node, str) and looks_like_secret(node):
         yield where.problem(path, f"looks like a literal API key; {SECRET_ADVICE}")
+
+
+def _numbers(node: Any, path: Key, where: Locator) -> Iterator[Problem]:
+    """NaN and infinity: YAML writes them (.nan, .inf, 1e400), no limit or price can be one
+    (a NaN price would make every cost check pass)."""
+    if isinstance(node, dict | list):
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            yield from _numbers(value, (*path, key), where)
+    elif isinstance(node, float) and not math.isfinite(node):
+        yield where.problem(
+            path, f"{node} is not a finite number (NaN and infinity are not allowed)"
+        )
+
+
+def _os_text(value: Any) -> TypeGuard[str]:
+    """A string usable as a path; the schema reports one holding a NUL."""
+    return isinstance(value, str) and "\0" not in value
 
 
 def _agent_problems(agents: dict[str, Any], where: Locator) -> Iterator[Problem]:
@@ -167,13 +190,13 @@ def _prompt_source(task: dict[str, Any], path: Key, where: Locator) -> Iterator[
 
 def _files(task: dict[str, Any], path: Key, base_dir: Path, where: Locator) -> Iterator[Problem]:
     prompt_file = task.get("prompt_file")
-    if isinstance(prompt_file, str) and not (base_dir / prompt_file).is_file():
+    if _os_text(prompt_file) and not (base_dir / prompt_file).is_file():
         yield where.problem(
             (*path, "prompt_file"),
             f"prompt file '{prompt_file}' not found (relative to the recipe)",
         )
     for_each = task.get("for_each")
-    if isinstance(for_each, dict) and isinstance(for_each.get("file"), str):
+    if isinstance(for_each, dict) and _os_text(for_each.get("file")):
         file = for_each["file"]
         if not (base_dir / file).is_file():
             yield where.problem(
@@ -192,6 +215,11 @@ def _files(task: dict[str, Any], path: Key, base_dir: Path, where: Locator) -> I
             (*path, "output"),
             f"output path '{output}' could leave the output directory (no '..' or absolute paths)",
         )
+    elif isinstance(output, str) and _names_no_file(output):
+        yield where.problem(
+            (*path, "output"),
+            f"output path '{output}' names the output directory itself, not a file",
+        )
 
 
 def _escapes(template: str) -> bool:
@@ -202,6 +230,13 @@ def _escapes(template: str) -> bool:
         or bool(re.match(r"^[A-Za-z]:", literal))
         or ".." in parts
     )
+
+
+def _names_no_file(template: str) -> bool:
+    """A constant output that is empty or `.` once normalised: every item's write would fail."""
+    if re.search(r"\{[{%#]", template):
+        return False  # rendered per item: only the run knows the path
+    return not template.strip() or os.path.normpath(template.strip()) == "."
 
 
 def _regexes(task: dict[str, Any], path: Key, where: Locator) -> Iterator[Problem]:
@@ -260,21 +295,30 @@ def _templates(
             for finding in check(source, scope):
                 yield where.template_problem((*path, key), finding.line, finding.message)
     prompt_file = task.get("prompt_file")
-    if isinstance(prompt_file, str):
+    if _os_text(prompt_file):
         yield from _template_file(prompt_file, (*path, "prompt_file"), scope, base_dir, where)
 
 
 def _template_file(
     name: str, path: Key, scope: Scope, base_dir: Path, where: Locator
 ) -> Iterator[Problem]:
+    from ralph.recipe.load import read_capped
     from ralph.recipe.positions import dotted
 
     # shown the way the recipe is shown, so that `file:line` opens in an editor
     shown = str(Path(where.display).parent / name)
+    if not (base_dir / name).is_file():
+        return  # reported by _files; a FIFO or device is not read
     try:
-        source = (base_dir / name).read_bytes().decode("utf-8")
+        raw = read_capped(base_dir / name, MAX_PROMPT_FILE_BYTES)
     except OSError:
-        return  # a missing file is reported by _files
+        return  # gone since _files looked
+    if len(raw) > MAX_PROMPT_FILE_BYTES:
+        limit = MAX_PROMPT_FILE_BYTES // 1_000_000
+        yield where.problem(path, f"prompt file '{name}' is over {limit} MB; prompts are limited")
+        return
+    try:
+        source = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         before = exc.object[: exc.start]
         line, col = before.count(b"\n") + 1, exc.start - before.rfind(b"\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ralph.errors import Problem, RecipeError, UsageError
-from ralph.recipe.load import MAX_BYTES, Source, load_source
+from ralph.recipe.load import MAX_BYTES, Source, load_source, read_capped, top_level_keys
 from ralph.recipe.model import Recipe, TemplateSite
 from ralph.recipe.positions import Locator
 
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 _RECIPE_MARKERS = (
     re.compile(rb"^(?:\xef\xbb\xbf)?version\s*:", re.M),
     re.compile(rb"^tasks\s*:", re.M),
+)
+# the same keys quoted or in a flow mapping, for a file too broken to read its keys from
+_LOOSE_MARKERS = (
+    re.compile(rb"^(?:\xef\xbb\xbf)?\{?\s*[\"']?version[\"']?\s*:", re.M),
+    re.compile(rb"[{,\s][\"']?tasks[\"']?\s*:"),
 )
 _SKIPPED_DIRS = frozenset({".git", ".ralph", ".venv", "venv", "node_modules", "__pycache__"})
 
@@ -94,12 +99,20 @@ def _yaml_files(folder: Path) -> list[Path]:
 
 
 def _looks_like_recipe(path: Path) -> bool:
+    """Top-level `version` and `tasks` keys: found by a pattern in block style, read from the
+    YAML when quoted or in flow style (`{"version": 1, ...}`), so no recipe skips CI."""
     try:
-        with path.open("rb") as handle:
-            head = handle.read(MAX_BYTES)
+        head = read_capped(path, MAX_BYTES)
     except OSError:
         return True  # let the check report why it cannot be read
-    return all(marker.search(head) for marker in _RECIPE_MARKERS)
+    if all(marker.search(head) for marker in _RECIPE_MARKERS):
+        return True
+    if b"version" not in head or b"tasks" not in head:
+        return False  # the common case of other YAML: no parse needed
+    keys = top_level_keys(head) if len(head) <= MAX_BYTES else None
+    if keys is not None:
+        return {"version", "tasks"} <= keys
+    return all(marker.search(head) for marker in _LOOSE_MARKERS)
 
 
 def check_file(path: Path, profile: str | None = None, sets: Sequence[str] = ()) -> FileReport:

@@ -184,3 +184,11 @@ def test_an_alias_bomb_is_refused_at_the_entry_that_explodes(tmp_path: Path) -> 
     assert found.message == f"recipe expands to more than {MAX_NODES} values (a YAML alias bomb?)"
     # a4 holds 10**5 + ... values: the first entry over the budget
     assert (found.path, found.line, found.column) == ("vars.a4", 6, 3)
+
+
+def test_the_size_cap_counts_bytes_read_not_the_size_a_device_reports() -> None:
+    # /dev/zero reports size 0 and never ends: only a bounded read refuses it
+    with pytest.raises(RecipeError) as caught:
+        load_source(Path("/dev/zero"), "zero.yaml")
+    (only,) = caught.value.problems
+    assert only.message.startswith("recipe is over 1 MB; recipes are limited to 1 MB")

@@ -120,3 +120,12 @@ def test_required_keys_depend_on_the_provider(agent: dict[str, Any], missing: st
 def test_a_long_value_is_shortened_in_the_message() -> None:
     ((_, _, message),) = schema_findings(recipe(name="X" * 200))
     assert message.startswith("'" + "X" * 57 + "...'")
+
+
+@pytest.mark.parametrize(
+    ("name", "shown", "kind"), [(2024, "2024", "a number"), (True, "true", "a boolean")]
+)
+def test_a_name_yaml_reads_as_a_number_must_be_quoted(name: Any, shown: str, kind: str) -> None:
+    assert schema_findings(recipe(name=name)) == [
+        (("name",), False, f"{shown} is read as {kind}; put it in quotes to make it text")
+    ]
