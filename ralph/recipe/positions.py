@@ -12,14 +12,17 @@ Path = Sequence[str | int]
 
 
 def dotted(path: Path) -> str:
-    """`('tasks', 0, 'agent')` → `tasks[0].agent`, the way users name a key in a recipe."""
+    """`('tasks', 0, 'agent')` → `tasks[0].agent`, the way users name a key in a recipe; a
+    key that is a pasted secret is masked, as in every message."""
+    from ralph.secrets import redact
+
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
-    return out
+    return redact(out)
 
 
 def locate(tree: Any, path: Path, *, at_key: bool = False) -> tuple[int, int]:

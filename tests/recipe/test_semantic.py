@@ -277,7 +277,6 @@ def test_a_semantic_problem_under_a_secret_shaped_key_has_a_redacted_path(tmp_pa
     assert paths == ["agents.[REDACTED:openai]", "agents.[REDACTED:openai].fallback"]
 
 
-@pytest.mark.xfail(reason="Locator.problem (recipe/positions.py) does not redact the path yet")
 def test_a_schema_problem_under_a_secret_shaped_key_has_a_redacted_path(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
