@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ralph.errors import UsageError
+from ralph.recipe.schema import type_name
 
 EXIT_OK, EXIT_FAILED, EXIT_LIMIT, EXIT_INTERRUPTED = 0, 3, 4, 130
 
@@ -262,8 +263,7 @@ def shape_problem(data: Any, schema: dict[str, Any]) -> str | None:
         missing = next(key for key in wanted if key not in value)
         return f"{where}missing required key '{missing}'"
     if error.validator == "type":
-        names = wanted if isinstance(wanted, list) else [wanted]
-        return f"{where}expected {' or '.join(_TYPE_NAMES[n] for n in names)}, got {_got(value)}"
+        return f"{where}expected {type_name(wanted)}, got {_got(value)}"
     if error.validator == "const":
         return f"{where}expected {_got(wanted)}, got {_got(value)}"
     if error.validator == "minimum":
@@ -271,17 +271,6 @@ def shape_problem(data: Any, schema: dict[str, Any]) -> str | None:
     if isinstance(error.schema, dict) and "x-error" in error.schema:
         return f"{where}expected {error.schema['x-error']}, got {_got(value)}"
     return f"{where}{error.message}"
-
-
-_TYPE_NAMES = {
-    "object": "a mapping",
-    "array": "a list",
-    "string": "a string",
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "a boolean",
-    "null": "null",
-}
 
 
 def _got(value: Any) -> str:

@@ -64,7 +64,7 @@ def _explain(error: ValidationError) -> Iterator[Finding]:
         message = f"{_show(error.instance)} is read as {_kind(error.instance)}; put it in quotes"
         yield path, False, f"{message} to make it text"
     elif kind == "type":
-        wanted = _type_name(error.validator_value)
+        wanted = type_name(error.validator_value)
         yield path, False, f"expected {wanted}, got {_got(error.instance)}"
     else:
         yield path, False, _generic(error)
@@ -137,7 +137,7 @@ def _branch_name(option: dict[str, Any]) -> str:
     resolved = _resolved(option)
     if "enum" in resolved:
         return "one of " + ", ".join(str(v) for v in resolved["enum"])
-    return _type_name(resolved.get("type", "value"))
+    return type_name(resolved.get("type", "value"))
 
 
 def _unknown_keys(error: ValidationError, path: tuple[str | int, ...]) -> Iterator[Finding]:
@@ -239,11 +239,12 @@ _TYPE_NAMES = {
 }
 
 
-def _type_name(wanted: Any) -> str:
+def type_name(wanted: Any) -> str:
+    """A JSON Schema `type` (or list of them) as a message names it: 'a whole number'."""
     if isinstance(wanted, list):
         return " or ".join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)
     return _TYPE_NAMES.get(str(wanted), str(wanted))
 
 
 def _kind_of_type(wanted: Any) -> str:
-    return {"integer": "a number"}.get(str(wanted), _type_name(wanted))
+    return {"integer": "a number"}.get(str(wanted), type_name(wanted))
