@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ralph.errors import ItemsError
 from ralph.fastjson import JSONDecodeError, loads
 from ralph.recipe.model import ItemSource
+from ralph.units import MAX_INT_DIGITS, too_many_digits
 
 if TYPE_CHECKING:
     from ralph.shard import Shard
@@ -192,17 +192,17 @@ def _as_list(data: Any, path: Path) -> list[Any]:
 
 MAX_DEPTH = 100
 _TOO_DEEP = f"an item is nested more than {MAX_DEPTH} levels deep"
-# Python reads and writes integers in decimal up to this many digits (0: no limit)
-_DIGITS = sys.get_int_max_str_digits()
 _AS_STRING = "(write such a number as a string)"
-_LONG_NUMBER = re.compile(f"[0-9]{{{_DIGITS + 1}}}" if _DIGITS else "(?!)")
+_LONG_NUMBER = re.compile(f"[0-9]{{{MAX_INT_DIGITS + 1}}}")
 
 
 def _long_integer(path: Path, text: str, first_line: int) -> ItemsError:
     """The error for an integer json or YAML could not read, on the line where it is."""
     found = _LONG_NUMBER.search(text)
     line = first_line + text.count("\n", 0, found.start()) if found else 0
-    return ItemsError(str(path), line, f"an integer has more than {_DIGITS} digits {_AS_STRING}")
+    return ItemsError(
+        str(path), line, f"an integer has more than {MAX_INT_DIGITS} digits {_AS_STRING}"
+    )
 
 
 def _flaw(item: Any) -> str | None:
@@ -217,11 +217,6 @@ def _flaw(item: Any) -> str | None:
                 return f"is nested more than {MAX_DEPTH} levels deep"
             children = [*value, *value.values()] if isinstance(value, dict) else value
             pending.extend((child, depth + 1) for child in children)
-        elif isinstance(value, int) and _too_long(value):
-            return f"has an integer of more than {_DIGITS} digits {_AS_STRING}"
+        elif isinstance(value, int) and too_many_digits(value):
+            return f"has an integer of more than {MAX_INT_DIGITS} digits {_AS_STRING}"
     return None
-
-
-def _too_long(number: int) -> bool:
-    # 2**(3*d) < 10**d: an integer of at most 3*d bits has at most d digits
-    return bool(_DIGITS) and number.bit_length() > 3 * _DIGITS and abs(number) >= 10**_DIGITS

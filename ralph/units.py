@@ -1,9 +1,16 @@
-"""Durations (`500ms`, `30s`, `5m`, `2h`, `7d`) and sizes (`4KB`, `1MiB`) as numbers."""
+"""Durations (`500ms`, `30s`, `5m`, `2h`, `7d`) and sizes (`4KB`, `1MiB`) as numbers, and the
+longest integer ralph takes from a user."""
 
 from __future__ import annotations
 
 import re
+import sys
 from decimal import Decimal
+
+# Python reads and writes integers in decimal up to this many digits (sys.int_info; 4300 unless
+# changed). A longer one (YAML reads hex and octal past the limit) could not be written out
+# again, so recipes and items are refused one.
+MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(B|KB|MB|GB|KiB|MiB|GiB)")
@@ -34,3 +41,10 @@ def parse_size(text: str) -> int:
     if match is None:
         raise ValueError(f"{text!r} is not a size (expected e.g. 512B, 4KB, 1MiB)")
     return int(Decimal(match.group(1)) * _BYTES[match.group(2)])
+
+
+def too_many_digits(number: int) -> bool:
+    """More than MAX_INT_DIGITS decimal digits."""
+    # 2**(3*d) < 10**d: at most 3*d bits is at most d digits, so only a larger number pays
+    # for the comparison with 10**d
+    return number.bit_length() > 3 * MAX_INT_DIGITS and abs(number) >= 10**MAX_INT_DIGITS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ralph.units import parse_duration, parse_size
+from ralph.units import MAX_INT_DIGITS, parse_duration, parse_size, too_many_digits
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,10 @@ def test_a_bad_size_names_the_expected_form(text: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_size(text)
     assert str(caught.value) == f"{text!r} is not a size (expected e.g. 512B, 4KB, 1MiB)"
+
+
+def test_too_many_digits_is_exactly_past_the_limit() -> None:
+    largest = 10**MAX_INT_DIGITS - 1  # MAX_INT_DIGITS nines
+    assert not too_many_digits(largest) and not too_many_digits(-largest)
+    assert too_many_digits(largest + 1) and too_many_digits(-(largest + 1))
+    assert not too_many_digits(2 ** (3 * MAX_INT_DIGITS))  # many bits, still few enough digits

@@ -19,11 +19,11 @@ from typing import Any
 
 from ralph.errors import Problem, RecipeError
 from ralph.secrets import redact
+from ralph.units import MAX_INT_DIGITS, too_many_digits
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
 MAX_DEPTH = 64
-MAX_INT_DIGITS = 4300  # Python's own limit for reading and printing an int (sys.int_info)
 LONG_NUMBER = f"number has more than {MAX_INT_DIGITS} digits; quote it if it is meant as text"
 
 
@@ -233,14 +233,6 @@ def _constructor() -> type[Any]:
 
     Constructor.add_constructor("tag:yaml.org,2002:int", Constructor.construct_yaml_int)
     return Constructor
-
-
-_INT_LIMIT: int = 10**MAX_INT_DIGITS
-
-
-def too_many_digits(value: int) -> bool:
-    """Past what Python prints: a hex or octal number escapes int()'s limit, not str()'s."""
-    return abs(value) >= _INT_LIMIT
 
 
 def _construct_failure(text: str) -> tuple[int, int, str]:

@@ -91,7 +91,8 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
 
 def _number_problem(value: Any) -> str | None:
     """Why a number in a --set value fits no recipe: a run can neither compute with nor print it."""
-    from ralph.recipe.load import LONG_NUMBER, too_many_digits
+    from ralph.recipe.load import LONG_NUMBER
+    from ralph.units import too_many_digits
 
     if isinstance(value, dict | list):
         items = value.values() if isinstance(value, dict) else value
