@@ -380,12 +380,14 @@ class TaskRun:
             event(self.log, logging.WARNING, kind, task=self.task.name, item=item, error=str(error))
 
     def fail(self, index: int, item: Any, reason: str) -> None:
+        self.engine.progress_advance(self.task.name, "failed")
+        self._count_failure(item_key(item, index), reason)
+        self._keep(Failed(index, item, reason))
+
+    def _count_failure(self, key: str, reason: str) -> None:
         self.stats.failed += 1
         self.stats.failures[reason] += 1
-        self.engine.progress_advance(self.task.name, "failed")
-        key = item_key(item, index)
         event(self.log, logging.ERROR, "item_failed", task=self.task.name, item=key, error=reason)
-        self._keep(Failed(index, item, reason))
 
     def not_started(self, index: int) -> None:
         self.stats.not_started += 1
@@ -409,17 +411,7 @@ class TaskRun:
         self.stats.done -= 1
         if done.cached:
             self.stats.cached -= 1
-        self.stats.failed += 1
-        self.stats.failures[reason] += 1
-        prepared = done.prepared
-        event(
-            self.log,
-            logging.ERROR,
-            "item_failed",
-            task=self.task.name,
-            item=prepared.key,
-            error=reason,
-        )
+        self._count_failure(done.prepared.key, reason)
 
     async def _flush_periodically(self) -> None:
         while True:
