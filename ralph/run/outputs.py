@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -55,7 +56,11 @@ def write_atomic(path: Path, text: str) -> None:
     or a device (`--summary-file /dev/stdout`) is written to as it is, since renaming over it
     would replace the device with a file; a folder is an error that names `path`.
     """
-    if path.is_symlink() or path.exists():
+    try:
+        mode = path.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = stat.S_IFREG  # a new file: the common case, one system call
+    if not stat.S_ISREG(mode):
         path = path.resolve()
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
