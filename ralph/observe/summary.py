@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ralph.errors import UsageError
+from ralph.recipe.positions import dotted
 from ralph.recipe.schema import type_name
 
 EXIT_OK, EXIT_FAILED, EXIT_LIMIT, EXIT_INTERRUPTED = 0, 3, 4, 130
@@ -256,8 +257,8 @@ def shape_problem(data: Any, schema: dict[str, Any]) -> str | None:
     error = best_match(Draft202012Validator(schema, format_checker=formats).iter_errors(data))
     if error is None:
         return None
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    where = f"{path.lstrip('.')}: " if path else ""
+    path = dotted(tuple(error.absolute_path))
+    where = f"{path}: " if path else ""
     wanted, value = error.validator_value, error.instance
     if error.validator == "required":
         missing = next(key for key in wanted if key not in value)
