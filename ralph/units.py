@@ -3,6 +3,7 @@ longest integer ralph takes from a user."""
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from decimal import Decimal
@@ -11,6 +12,7 @@ from decimal import Decimal
 # changed). A longer one (YAML reads hex and octal past the limit) could not be written out
 # again, so recipes and items are refused one.
 MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
+LONG_NUMBER = f"number has more than {MAX_INT_DIGITS} digits; quote it if it is meant as text"
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(B|KB|MB|GB|KiB|MiB|GiB)")
@@ -48,3 +50,13 @@ def too_many_digits(number: int) -> bool:
     # 2**(3*d) < 10**d: at most 3*d bits is at most d digits, so only a larger number pays
     # for the comparison with 10**d
     return number.bit_length() > 3 * MAX_INT_DIGITS and abs(number) >= 10**MAX_INT_DIGITS
+
+
+def number_problem(value: object) -> str | None:
+    """Why a number a user wrote fits no recipe (a run can neither print nor compute with it),
+    or None. NaN matters most: a NaN price would make every cost check pass."""
+    if isinstance(value, int) and too_many_digits(value):
+        return LONG_NUMBER
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number (NaN and infinity are not allowed)"
+    return None

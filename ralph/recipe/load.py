@@ -19,12 +19,11 @@ from typing import Any
 
 from ralph.errors import Problem, RecipeError
 from ralph.secrets import redact
-from ralph.units import MAX_INT_DIGITS, too_many_digits
+from ralph.units import LONG_NUMBER, MAX_INT_DIGITS, too_many_digits
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
 MAX_DEPTH = 64
-LONG_NUMBER = f"number has more than {MAX_INT_DIGITS} digits; quote it if it is meant as text"
 
 
 @dataclass(frozen=True)

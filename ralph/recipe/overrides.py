@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,7 +76,7 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
             f"--set {assignment}: name a key inside the {_NAMED[parts[0]]}, "
             f"e.g. {parts[0]}.{parts[1]}.{_EXAMPLE_KEYS[parts[0]]}"
         )
-    from ralph.recipe.load import LONG_NUMBER
+    from ralph.units import LONG_NUMBER
 
     # the value itself may be 5000 digits long: messages name only the key
     try:
@@ -91,17 +90,12 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
 
 def _number_problem(value: Any) -> str | None:
     """Why a number in a --set value fits no recipe: a run can neither compute with nor print it."""
-    from ralph.recipe.load import LONG_NUMBER
-    from ralph.units import too_many_digits
+    from ralph.units import number_problem
 
     if isinstance(value, dict | list):
         items = value.values() if isinstance(value, dict) else value
         return next((p for v in items if (p := _number_problem(v)) is not None), None)
-    if isinstance(value, int) and too_many_digits(value):
-        return LONG_NUMBER
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{value} is not a finite number (NaN and infinity are not allowed)"
-    return None
+    return number_problem(value)
 
 
 def _assign(data: dict[str, Any], parts: list[str], value: Any, assignment: str) -> None:

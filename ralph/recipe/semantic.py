@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from ralph.errors import Problem
 from ralph.recipe.positions import Locator
 from ralph.secrets import find_secret, is_secret_field, looks_like_secret, redact
 from ralph.templates import Scope, check
+from ralph.units import number_problem
 
 ITEM_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 COMMAND_ONLY = ("command", "shell", "workdir", "probe", "max_output")
@@ -73,16 +73,13 @@ def _secrets(node: Any, path: Key, where: Locator) -> Iterator[Problem]:
 
 
 def _numbers(node: Any, path: Key, where: Locator) -> Iterator[Problem]:
-    """NaN and infinity: YAML writes them (.nan, .inf, 1e400), no limit or price can be one
-    (a NaN price would make every cost check pass)."""
+    """NaN and infinity: YAML writes them (.nan, .inf, 1e400), no limit or price can be one."""
     if isinstance(node, dict | list):
         items = node.items() if isinstance(node, dict) else enumerate(node)
         for key, value in items:
             yield from _numbers(value, (*path, key), where)
-    elif isinstance(node, float) and not math.isfinite(node):
-        yield where.problem(
-            path, f"{node} is not a finite number (NaN and infinity are not allowed)"
-        )
+    elif (problem := number_problem(node)) is not None:
+        yield where.problem(path, problem)
 
 
 def _os_text(value: Any) -> TypeGuard[str]:
