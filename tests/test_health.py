@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -179,3 +180,18 @@ def test_checks_without_http_do_not_load_the_http_client(tmp_path: Path) -> None
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
+
+
+def test_a_check_that_reports_a_key_has_it_masked() -> None:
+    # whatever a probe says (an error from a library, a server's text) goes through redact
+    from ralph.health import _timed
+    from ralph.secrets import remember_secret
+
+    shapeless = "tok_health_0123456789-selfhosted"
+    remember_secret(shapeless)
+
+    async def probe() -> str | None:
+        return f"refused key {shapeless}"
+
+    result = asyncio.run(_timed("agent: a (openai)", probe))
+    assert not result.ok and result.detail == "refused key [REDACTED:key]"

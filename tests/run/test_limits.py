@@ -70,6 +70,15 @@ def test_request_limit_counts_every_reservation() -> None:
     assert budget.stopped == "max_requests"
 
 
+def test_a_released_reservation_is_as_if_never_made() -> None:
+    budget = Budget(Limits(max_requests=1, max_tokens=100))
+    reservation = budget.reserve(100, 0.0)
+    assert reservation is not None
+    budget.release(reservation)  # its request was never sent
+    assert budget.requests == 0
+    assert budget.reserve(100, 0.0) is not None and budget.stopped is None
+
+
 def test_once_stopped_even_a_tiny_request_is_refused_and_the_first_reason_stays() -> None:
     budget = Budget(Limits(max_cost_usd=1.0, max_requests=100))
     assert budget.reserve(1, 5.0) is None
