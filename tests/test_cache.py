@@ -174,6 +174,57 @@ def test_entries_survive_reopening(tmp_path: Path) -> None:
         again.close()
 
 
+def test_answers_are_read_in_one_go_when_the_cache_opens(tmp_path: Path) -> None:
+    import diskcache
+
+    long = "x" * 100_000  # diskcache keeps a value this long in a file of its own
+    first = ResponseCache(tmp_path / "c")
+    first.put_many(
+        [
+            Entry("short", Response("kept", 1, 1), "writer", None),
+            Entry("long", Response(long, 1, 1), "writer", None),
+            Entry("replaced", Response("old", 1, 1), "writer", None),
+        ]
+    )
+    first.close()
+    again = ResponseCache(tmp_path / "c")
+    try:
+        # read when it opened: another process deleting the entry now does not take it back
+        with diskcache.Cache(str(tmp_path / "c")) as other:
+            del other["short"]
+        assert again.get("short") == (Response("kept", 1, 1), "writer")
+        assert again.get("long") == (Response(long, 1, 1), "writer")
+        again.put_many([Entry("replaced", Response("new", 2, 2), "writer", None)])
+        assert again.get("replaced") == (Response("new", 2, 2), "writer")
+    finally:
+        again.close()
+
+
+def test_an_answer_read_at_open_still_expires_on_time(tmp_path: Path) -> None:
+    first = ResponseCache(tmp_path / "c")
+    first.put_many([Entry("short", Response("a", 1, 1), "writer", 0.3)])
+    first.close()
+    again = ResponseCache(tmp_path / "c")
+    try:
+        assert again.get("short") is not None
+        time.sleep(0.35)
+        assert again.get("short") is None
+    finally:
+        again.close()
+
+
+def test_a_cleared_cache_serves_nothing_it_read_at_open(tmp_path: Path) -> None:
+    first = ResponseCache(tmp_path / "c")
+    first.put_many([Entry("k", Response("a", 1, 1), "writer", None)])
+    first.close()
+    again = ResponseCache(tmp_path / "c")
+    try:
+        assert again.clear() == 1
+        assert again.get("k") is None
+    finally:
+        again.close()
+
+
 def test_ttl_expiry(cache: ResponseCache) -> None:
     cache.put_many(
         [
