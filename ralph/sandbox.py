@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import io
 import math
 import re
 import string
@@ -206,7 +205,9 @@ def joined(chunks: Iterator[str]) -> str:
     runs out. What a macro or a {% set %} block returns is built whole before it arrives."""
     from jinja2.exceptions import SecurityError
 
-    joined = io.StringIO()  # not a list: a million one-letter chunks are 8 MB of pointers
+    # joined a block at a time: a million one-letter chunks held at once are 8 MB of pointers
+    blocks: list[str] = []
+    pending: list[str] = []
     length = 0
     for chunk in chunks:
         length += len(chunk)
@@ -215,5 +216,11 @@ def joined(chunks: Iterator[str]) -> str:
                 f"rendered template is longer than {MAX_OUTPUT_CHARS} characters, "
                 "the most a template may produce"
             )
-        joined.write(chunk)
-    return joined.getvalue()
+        pending.append(chunk)
+        if len(pending) >= _JOIN_BLOCK:
+            blocks.append("".join(pending))
+            pending.clear()
+    return "".join(blocks + pending) if blocks else "".join(pending)
+
+
+_JOIN_BLOCK = 4096

@@ -185,6 +185,11 @@ def test_a_rendering_longer_than_the_limit_is_refused() -> None:
     assert len(render_text("{% for i in range(3) %}{{ 'x' * 1000000 }}{% endfor %}")) == 3000000
 
 
+def test_many_small_chunks_come_out_whole_and_in_order() -> None:
+    rendered = render_text("{% for i in range(10000) %}{{ i % 10 }}{% endfor %}")
+    assert rendered == "0123456789" * 1000
+
+
 def test_a_macro_calling_itself_is_a_template_error_not_a_crash() -> None:
     source = "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}"
     assert messages(source) == []

@@ -14,7 +14,9 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 
-@dataclass(frozen=True)
+# Not frozen, but slotted: a frozen dataclass sets each field through object.__setattr__,
+# five times slower to build, and these are built for every item (a cached item included).
+@dataclass(slots=True)
 class Request:
     prompt: str
     system: str | None = None
@@ -22,7 +24,7 @@ class Request:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Response:
     text: str
     input_tokens: int

@@ -33,7 +33,7 @@ class ItemRejected(Exception):
         self.security = security
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built per item: see providers.base.Request
 class Prepared:
     index: int
     key: str

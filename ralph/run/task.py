@@ -191,26 +191,20 @@ class TaskRun:
         requests: list[tuple[AgentRuntime, Request]],
         keys: list[str | None],
     ) -> bool:
-        assert self.engine.cache is not None or not self.use_cache
+        cache = self.engine.cache
         for (rt, _), key in zip(requests, keys, strict=True):
-            hit = self.engine.cache.get(key) if key is not None and self.engine.cache else None
-            if hit is None:
+            hit = cache.get(key) if key is not None and cache is not None else None
+            if hit is None or key is None:  # (a hit has a key: said again for mypy)
                 continue
             try:
                 text = self.filter_answer(hit[0].text, prepared)
             except AttemptError:
                 continue  # the filters changed since it was cached; ask again
             self.engine.agent_stats(rt).cache_hits += 1
-            event(
-                self.log,
-                logging.INFO,
-                "cache_hit",
-                task=self.task.name,
-                item=prepared.key,
-                agent=rt.agent.name,
-                cache="hit",
-                cache_key=short_key(key) if key else None,
-            )
+            if self.log.isEnabledFor(logging.INFO):
+                fields = {"task": self.task.name, "item": prepared.key, "agent": rt.agent.name}
+                fields.update(cache="hit", cache_key=short_key(key))
+                emit(self.log, logging.INFO, "cache_hit", fields)
             self.succeed(Done(prepared, rt.agent.name, text, hit[0], key, True))
             return True
         return False

@@ -29,7 +29,7 @@ class OutputError(RalphError):
     """An output could not be written (disk full, permissions, ...)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built per item: see providers.base.Request
 class Done:
     prepared: Prepared
     agent: str
