@@ -13,7 +13,7 @@ import math
 import re
 import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from types import BuiltinMethodType
+from types import BuiltinMethodType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,6 +47,15 @@ def bounded_sandbox() -> type[SandboxedEnvironment]:
                 self.filters[name] = _bounded(self.filters[name], size, f"|{name}")
             self.globals["lipsum"] = _bounded(generate_lorem_ipsum, _lipsum_size, "lipsum()")
 
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            # `item.field` on a dict finds the key only after the attribute look-up raised
+            # AttributeError: a third of a short render. When the mapping has the key and its
+            # type no such attribute, the answer is known without it.
+            names = _MAPPING_ATTRIBUTES.get(type(obj))
+            if names is not None and attribute not in names and attribute in obj:
+                return obj[attribute]
+            return super().getattr(obj, attribute)
+
         def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
             _check_binop(operator, left, right)
             return super().call_binop(context, operator, left, right)
@@ -70,6 +79,10 @@ def bounded_sandbox() -> type[SandboxedEnvironment]:
             return checked
 
     return BoundedSandbox
+
+
+# what getattr finds on these mappings (their type's attributes: the instances have no others)
+_MAPPING_ATTRIBUTES = {kind: frozenset(dir(kind)) for kind in (dict, MappingProxyType)}
 
 
 def _check_binop(operator: str, left: object, right: object) -> None:

@@ -185,6 +185,20 @@ def test_a_rendering_longer_than_the_limit_is_refused() -> None:
     assert len(render_text("{% for i in range(3) %}{{ 'x' * 1000000 }}{% endfor %}")) == 3000000
 
 
+@pytest.mark.parametrize("kind", [dict, MappingProxyType])
+def test_a_field_is_read_as_jinja_reads_it_attribute_first(kind: Any) -> None:
+    item = kind({"title": "T", "keys": "a field named keys", "__class__": "x"})
+    source = "{{ item.title }}|{{ item['keys'] }}|{{ item.keys() | list | length }}"
+    assert render_text(source, item=item) == "T|a field named keys|3"
+    with pytest.raises(SecurityError, match="__class__"):  # the attribute, not the field
+        render_text("{{ item.__class__ }}", item=item)
+    with pytest.raises(UndefinedError, match="no key 'titel' \\(did you mean 'title'"):
+        render_text("{{ item.titel }}", item=item)
+    refused = SecurityError if kind is dict else UndefinedError  # a mappingproxy has none
+    with pytest.raises(refused, match="update"):
+        render_text("{{ item.update({'a': 1}) }}", item=item)
+
+
 def test_many_small_chunks_come_out_whole_and_in_order() -> None:
     rendered = render_text("{% for i in range(10000) %}{{ i % 10 }}{% endfor %}")
     assert rendered == "0123456789" * 1000
