@@ -48,6 +48,8 @@ class AttemptError(Exception):
         self.retry_after_s = retry_after_s
         self.quota_exhausted = quota_exhausted
         self.status = status
+        # a 401 after which the provider holds another key: worth sending once more, at once
+        self.key_refreshed = False
 
 
 class Provider(Protocol):

@@ -126,7 +126,8 @@ class HttpProvider:
 
     Subclasses say where to post (`path`), how to authenticate (`auth_headers`), what to send
     (`body`) and how to read the answer (`parse`). A 401 re-reads the key once, so a key
-    rotated during a long run (a refreshed secret file, a new vault lease) is picked up.
+    rotated during a long run (a refreshed secret file, a new vault lease) is picked up; the
+    engine sends the request again, as an attempt it counts and budgets like any other.
     """
 
     path = ""
@@ -151,16 +152,26 @@ class HttpProvider:
         raise NotImplementedError
 
     async def complete(self, request: Request) -> Response:
-        payload = dumpb(self.body(request))
+        headers = self.headers
         try:
-            data = await send(self.session, "POST", self.url, self.headers, payload, self.timeout)
+            data = await send(
+                self.session, "POST", self.url, headers, dumpb(self.body(request)), self.timeout
+            )
         except AttemptError as error:
-            fresh = self._keys.reread() if error.status == 401 else None
-            if fresh is None:
-                raise
-            self.headers = self._headers(fresh)
-            data = await send(self.session, "POST", self.url, self.headers, payload, self.timeout)
+            error.key_refreshed = error.status == 401 and self._refresh_key(headers)
+            raise
         return self.parse(data)
+
+    def _refresh_key(self, sent: dict[str, str]) -> bool:
+        """After a 401 to a request `sent` with these headers: whether another key is in use
+        now, read by a request that got its 401 first or read again here."""
+        if self.headers is not sent:
+            return True
+        fresh = self._keys.reread()
+        if fresh is None:
+            return False
+        self.headers = self._headers(fresh)
+        return True
 
     async def health(self) -> str | None:
         return await probe_models(self.session, self.agent.base_url, self.headers, self.timeout)

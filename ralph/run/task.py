@@ -214,7 +214,9 @@ class TaskRun:
     ) -> tuple[str, Response] | str | _Stopped:
         engine, policy = self.engine, rt.agent.retries
         worst_input = worst_input_tokens(request)
-        for attempt in range(1, policy.attempts + 1):
+        attempt, allowed = 0, policy.attempts
+        while attempt < allowed:
+            attempt += 1
             if (held := self._held_back(rt)) is not None:
                 return held
             reservation = engine.budget.reserve(
@@ -240,7 +242,10 @@ class TaskRun:
                 used = (response.input_tokens, response.output_tokens) if response else (0, 0)
                 engine.budget.settle(reservation, sum(used), rt.cost(*used))
                 self._record_attempt(rt, prepared, key, attempt, started, response, error)
-                decision = await self._after_failure(rt, error, attempt)
+                if error.key_refreshed and allowed == policy.attempts:
+                    allowed += 1  # once, with the new key, at once: not one of its retries
+                    continue
+                decision = await self._after_failure(rt, error, attempt, allowed)
                 if decision is not None:
                     return decision
                 continue
@@ -261,7 +266,7 @@ class TaskRun:
         return None
 
     async def _after_failure(
-        self, rt: AgentRuntime, error: AttemptError, attempt: int
+        self, rt: AgentRuntime, error: AttemptError, attempt: int, allowed: int
     ) -> str | _Stopped | None:
         """None to try again (after waiting), else why this agent gives up on the item."""
         engine, policy = self.engine, rt.agent.retries
@@ -276,7 +281,7 @@ class TaskRun:
                 else f"Retry-After {error.retry_after_s:g}s exceeds max_retry_wait"
             )
             return f"agent '{rt.agent.name}' is exhausted: {rt.exhausted}"
-        if not is_retryable(error.kind, policy) or attempt >= policy.attempts:
+        if not is_retryable(error.kind, policy) or attempt >= allowed:
             suffix = f" after {attempt} attempts" if attempt > 1 else ""
             return f"{error}{suffix}"
         engine.agent_stats(rt).retries[error.kind] += 1

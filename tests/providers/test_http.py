@@ -451,18 +451,47 @@ def test_a_401_rereads_a_rotated_key_once(kind: str, tmp_path: Path) -> None:
             api_key_file=key_file,
             params=freeze({}),
         )
-        key_file.write_text(KEY)  # the secret was rotated after the run read it
-        answer = await cls(agent, KeySource(agent, initial=stale), session).complete(
-            Request(prompt="hello", model="m")
-        )
         key_file.write_text("sk-also-wrong-0000000000000")
-        server.reset()
-        with pytest.raises(AttemptError) as refused:
-            await cls(agent, KeySource(agent, initial=stale), session).complete(
-                Request(prompt="again", model="m")
-            )
-        return [answer.text, refused.value.status, sum(server.counts.values())]
+        provider = cls(agent, KeySource(agent, initial=stale), session)
+        refused = []
+        for _ in range(2):  # the key read again is refused too: no third key is looked for
+            with pytest.raises(AttemptError) as caught:
+                await provider.complete(Request(prompt="hello", model="m"))
+            refused.append(caught.value.key_refreshed)
+        key_file.write_text(KEY)  # the secret was rotated after the run read it
+        provider = cls(agent, KeySource(agent, initial=stale), session)
+        with pytest.raises(AttemptError):
+            await provider.complete(Request(prompt="hello", model="m"))
+        answer = await provider.complete(Request(prompt="hello", model="m"))
+        return [refused, answer.text, sum(server.counts.values())]
 
-    text, status, sent = against_fake(scenario)
-    assert text == "echo: hello"
-    assert (status, sent) == (401, 2), "one re-read of the key, then the 401 stands"
+    refused, text, sent = against_fake(scenario)
+    assert refused == [True, False], "the engine is told to send again once: the key changed"
+    assert text == "echo: hello", "the request sent again goes with the new key"
+    assert sent == 4, "the provider itself never sends twice"
+
+
+def test_requests_in_flight_when_the_key_rotates_are_all_sent_again(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.touch(mode=0o600)
+    key_file.write_text(KEY)
+
+    async def scenario(server: FakeLLMServer, session: aiohttp.ClientSession) -> list[Any]:
+        agent = Agent(
+            name="w",
+            provider="openai",
+            model="m",
+            base_url=server.base_url,
+            api_key_file=key_file,
+            params=freeze({}),
+        )
+        stale = Secret("sk-stale-key-00000000000000")
+        provider = OpenAIProvider(agent, KeySource(agent, initial=stale), session)
+        refused = await asyncio.gather(
+            *(provider.complete(Request(prompt=f"p{n}", model="m")) for n in range(3)),
+            return_exceptions=True,
+        )
+        return [getattr(error, "key_refreshed", None) for error in refused]
+
+    # one of them read the key again; the others were sent with the old one all the same
+    assert against_fake(scenario) == [True, True, True]

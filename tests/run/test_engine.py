@@ -235,6 +235,40 @@ def test_request_limit(ralph: Callable[..., Result], server: FakeLLMServer, tmp_
     assert server.counts[CHAT] == 4
 
 
+@pytest.mark.parametrize(("limits", "code", "sent"), [("", 0, 4), ("max_requests: 3", 4, 3)])
+def test_a_request_sent_again_with_a_rotated_key_is_counted_and_budgeted(
+    ralph: Callable[..., Result],
+    server: FakeLLMServer,
+    tmp_path: Path,
+    limits: str,
+    code: int,
+    sent: int,
+) -> None:
+    calls = tmp_path / "calls"
+    script = tmp_path / "key.py"  # a secret store whose lease runs out after the first read
+    script.write_text(
+        f"import pathlib\ncalls = pathlib.Path({str(calls)!r})\n"
+        "calls.write_text((calls.read_text() if calls.exists() else '') + 'x')\n"
+        f"print('sk-stale-000000000000000000' if calls.read_text() == 'x' else {TEST_KEY!r})\n"
+    )
+    text = recipe_text(server.base_url, items=3, agent_extra="concurrency: 1", limits=limits)
+    text = text.replace(
+        "api_key_env: OPENAI_API_KEY", f"api_key_command: [{sys.executable}, {script}]"
+    )
+    summary = tmp_path / "run.json"
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path, "--summary-file", str(summary))
+    assert result.code == code, result.err
+    assert server.counts[CHAT] == sent == json.loads(summary.read_text())["totals"]["requests"]
+    assert calls.read_text() == "xx", "the key is read again once, not per request"
+    answered = [r for r in lines(tmp_path / "out" / "answer.jsonl") if r["status"] == "done"]
+    assert len(answered) == sent - 1
+    attempts = [e for e in lines(tmp_path / "log.jsonl") if e["event"] == "attempt"]
+    assert [(e["item"], e["attempt"], e["status"]) for e in attempts[:2]] == [
+        ("i0", 1, "fatal"),
+        ("i0", 2, "ok"),
+    ]
+
+
 def test_missing_key_fails_before_any_request(
     ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path, monkeypatch: object
 ) -> None:
