@@ -12,6 +12,7 @@ from typing import Any
 from ralph.providers.base import AttemptError
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Filter
+from ralph.secrets import redact
 
 
 class Refused(Exception):
@@ -65,8 +66,6 @@ def _max_chars_output(text: str, options: Any) -> str:
 
 
 def _redact(text: str, _: Any) -> str:
-    from ralph.secrets import redact
-
     return redact(text)
 
 

@@ -104,9 +104,9 @@ def _digits(number: int) -> float:
 
 
 def _check_digits(digits: float, what: str) -> None:
-    from jinja2.exceptions import SecurityError
-
     if digits > MAX_INT_DIGITS:
+        from jinja2.exceptions import SecurityError
+
         raise SecurityError(
             f"{what} would make a number of about {digits:.0f} digits; "
             f"a template may make {MAX_INT_DIGITS} at most"
@@ -114,9 +114,9 @@ def _check_digits(digits: float, what: str) -> None:
 
 
 def _check_length(length: int, what: str) -> None:
-    from jinja2.exceptions import SecurityError
-
     if length > MAX_VALUE_LENGTH:
+        from jinja2.exceptions import SecurityError
+
         raise SecurityError(
             f"{what} would build {length} characters or items; "
             f"a template may build {MAX_VALUE_LENGTH} at most"
@@ -216,8 +216,6 @@ _SIZED_FILTERS: dict[str, Callable[[Mapping[str, Any]], int]] = {
 def joined(chunks: Iterator[str]) -> str:
     """The chunks as one string, refused once past MAX_OUTPUT_CHARS rather than when memory
     runs out. What a macro or a {% set %} block returns is built whole before it arrives."""
-    from jinja2.exceptions import SecurityError
-
     # joined a block at a time: a million one-letter chunks held at once are 8 MB of pointers
     blocks: list[str] = []
     pending: list[str] = []
@@ -225,6 +223,8 @@ def joined(chunks: Iterator[str]) -> str:
     for chunk in chunks:
         length += len(chunk)
         if length > MAX_OUTPUT_CHARS:
+            from jinja2.exceptions import SecurityError
+
             raise SecurityError(
                 f"rendered template is longer than {MAX_OUTPUT_CHARS} characters, "
                 "the most a template may produce"

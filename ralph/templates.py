@@ -106,15 +106,16 @@ def render(template: Template, context: dict[str, Any]) -> str:
     What Template.render does, less two copies per render: the globals merged into every
     context (ours is handed over as it is, as `new_context(shared=True)` would) and the set of
     global names Template.new_context builds, which only importing templates reads. Errors go
-    through Jinja's own handler, so they read the same.
+    through Jinja's own handler, so they read the same. (Exception classes are imported where
+    they are raised: an import statement costs ~0.5 µs even when the module is loaded.)
     """
-    from jinja2 import TemplateRuntimeError
-
     env = environment()
     rendered = env.context_class(env, context, template.name, template.blocks)
     try:
         return joined(template.root_render_func(rendered))
     except RecursionError:
+        from jinja2 import TemplateRuntimeError
+
         raise TemplateRuntimeError(
             "templates nested too deeply (a macro calling itself?)"
         ) from None

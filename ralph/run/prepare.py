@@ -155,14 +155,17 @@ class Preparer:
             ) from None
 
     def _render(self, template: Template, context: dict[str, Any], field: str) -> str:
-        from jinja2 import TemplateError
-
         try:
             return render(template, context)
-        except TemplateError as exc:
-            raise ItemRejected(self._render_error(field, exc, str(exc))) from None
-        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-            message = f"{exc.__class__.__name__}: {exc}"
+        except Exception as exc:
+            from jinja2 import TemplateError  # here: an import costs even when loaded
+
+            if isinstance(exc, TemplateError):
+                message = str(exc)
+            elif isinstance(exc, TypeError | ValueError | ArithmeticError | LookupError):
+                message = f"{exc.__class__.__name__}: {exc}"
+            else:
+                raise
             raise ItemRejected(self._render_error(field, exc, message)) from None
 
     def _render_error(self, field: str, exc: Exception, message: str) -> str:
