@@ -2,7 +2,8 @@
 
 RalphError                 exit 1 unless a subclass says otherwise
 ├── UsageError             exit 2: the command line itself is wrong
-└── RecipeError            exit 1: a recipe did not validate; carries its problems
+├── RecipeError            exit 1: a recipe did not validate; carries its problems
+└── OutputError            exit 1: the cache, a JSONL or the log file could not be written
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class RecipeError(RalphError):
 
 class ConfigError(RalphError):
     """The environment a run needs is missing: an API key, a writable directory, ..."""
+
+
+class OutputError(RalphError):
+    """What a run must keep could not be written (the cache, a JSONL file, the log file):
+    a full disk, a permission, a device that refuses."""
 
 
 class ItemsError(RalphError):

@@ -7,9 +7,11 @@ LogRecord per line: a log line costs ~6 µs on the hot path instead of ~10.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -17,6 +19,7 @@ from typing import IO, Any
 from pythonjsonlogger.core import LogData
 from pythonjsonlogger.orjson import OrjsonFormatter
 
+from ralph.errors import OutputError
 from ralph.fastjson import dumps
 
 LOGGER = "ralph.run"
@@ -95,14 +98,15 @@ def setup_logging(fmt: str, file: Path | None, *, quiet: bool = False) -> loggin
 
 def close_logging() -> None:
     logger = logging.getLogger(LOGGER)
-    for handler in logger.handlers:
-        handler.flush()
-        if isinstance(handler, logging.StreamHandler) and handler.stream not in (
-            sys.stderr,
-            sys.stdout,
-        ):
-            handler.close()
-    logger.handlers.clear()
+    handlers, logger.handlers = logger.handlers, []
+    for handler in handlers:
+        with _writing(handler):
+            handler.flush()
+            if isinstance(handler, logging.StreamHandler) and handler.stream not in (
+                sys.stderr,
+                sys.stdout,
+            ):
+                handler.close()
 
 
 CONTRACT_FIELDS = frozenset(
@@ -162,4 +166,15 @@ def _timestamp() -> str:
 
 def flush_logs() -> None:
     for handler in logging.getLogger(LOGGER).handlers:
-        handler.flush()
+        with _writing(handler):
+            handler.flush()
+
+
+@contextlib.contextmanager
+def _writing(handler: logging.Handler) -> Iterator[None]:
+    """A log file that cannot be written (a full disk) is an error that names it."""
+    try:
+        yield
+    except OSError as exc:
+        name = getattr(getattr(handler, "stream", None), "name", "")
+        raise OutputError(f"cannot write the log file {name}: {exc.strerror or exc}") from None

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ralph.cache import KeyMaker, short_key
+from ralph.errors import OutputError
 from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import item_key, numbered_items
 from ralph.observe.logs import emit, event
@@ -26,7 +27,7 @@ from ralph.run.loop import LoopTask
 from ralph.run.outputs import OutputPathError, jsonl_path
 from ralph.run.prepare import ItemRejected, Prepared, Preparer
 from ralph.run.retry import backoff_s, is_retryable
-from ralph.run.writer import Done, Failed, Outcome, OutputError, Skipped, TaskWriter
+from ralph.run.writer import Done, Failed, Outcome, Skipped, TaskWriter
 from ralph.secrets import count_secrets
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ralph.cache import Entry, ResponseCache, short_key
-from ralph.errors import RalphError
+from ralph.errors import OutputError
 from ralph.observe.logs import flush_logs
 from ralph.providers.base import Response
 from ralph.run.outputs import OrderedJsonl, write_atomic
@@ -23,10 +23,6 @@ from ralph.secrets import redact
 # or what FLUSH_INTERVAL_S gathered, if fewer: SQLite commits of random keys cost ~20 µs an
 # item in batches of 64 and ~14 in batches of 512 (fewer index pages rewritten per item)
 BATCH = 512
-
-
-class OutputError(RalphError):
-    """An output could not be written (disk full, permissions, ...)."""
 
 
 @dataclass(slots=True)  # built per item: see providers.base.Request
@@ -115,9 +111,9 @@ class TaskWriter:
                 )
             for outcome in batch:
                 self._record(outcome)
-            flush_logs()
         except OSError as exc:
             raise OutputError(f"cannot write outputs under {self._out_dir}: {exc}") from None
+        flush_logs()
 
     def _kept(self, response: Response) -> Response:
         """What the cache keeps: with redact_secrets, not even the cache holds the secret."""

@@ -7,6 +7,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Result, apply_args, write_recipe
 
 
@@ -65,3 +67,14 @@ def test_a_jsonl_that_cannot_be_written_stops_the_run_with_an_error(
     result = ralph(*apply_args(path, out))
     assert result.code == 1, result.out + result.err
     assert "cannot write outputs under" in result.err and "No space left" in result.err
+
+
+@pytest.mark.parametrize("items", [3, 3000])  # the log flushed at the end, and during the run
+def test_a_log_file_that_cannot_be_written_is_an_error_that_names_it(
+    ralph: Callable[..., Result], tmp_path: Path, items: int
+) -> None:
+    path = recipe(tmp_path, json.dumps([f"item {n}" for n in range(items)]), None)
+    log = ("--log-format", "json", "--log-file", "/dev/full")
+    result = ralph(*apply_args(path, tmp_path / "out", *log))
+    assert result.code == 1, result.out + result.err
+    assert result.err == "error: cannot write the log file /dev/full: No space left on device\n"
