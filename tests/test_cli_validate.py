@@ -380,7 +380,7 @@ def test_a_device_as_prompt_file_is_not_read(ralph: Ralph, tmp_path: Path) -> No
     )
     result = ralph("validate", str(recipe))
     assert result.code == 1
-    assert "prompt file '/dev/zero' not found" in result.out
+    assert "prompt file '/dev/zero' is not a regular file" in result.out
 
 
 def test_an_oversized_prompt_file_is_refused(ralph: Ralph, tmp_path: Path) -> None:

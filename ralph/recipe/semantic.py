@@ -185,18 +185,18 @@ def _prompt_source(task: dict[str, Any], path: Key, where: Locator) -> Iterator[
 
 def _files(task: dict[str, Any], path: Key, base_dir: Path, where: Locator) -> Iterator[Problem]:
     prompt_file = task.get("prompt_file")
-    if _os_text(prompt_file) and not (base_dir / prompt_file).is_file():
+    if _os_text(prompt_file) and (missing := _not_a_file(base_dir / prompt_file)):
         yield where.problem(
             (*path, "prompt_file"),
-            f"prompt file '{prompt_file}' not found (relative to the recipe)",
+            f"prompt file '{prompt_file}' {missing}",
         )
     for_each = task.get("for_each")
     if isinstance(for_each, dict) and _os_text(for_each.get("file")):
         file = for_each["file"]
-        if not (base_dir / file).is_file():
+        if missing := _not_a_file(base_dir / file):
             yield where.problem(
                 (*path, "for_each", "file"),
-                f"items file '{file}' not found (relative to the recipe)",
+                f"items file '{file}' {missing}",
             )
         elif "format" not in for_each and Path(file).suffix.lower() not in ITEM_FORMATS:
             yield where.problem(
@@ -215,6 +215,15 @@ def _files(task: dict[str, Any], path: Key, base_dir: Path, where: Locator) -> I
             (*path, "output"),
             f"output path '{output}' names the output directory itself, not a file",
         )
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a file (None when it can): missing, or something else."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a folder, not a file"
+    return "is not a regular file" if path.exists() else "not found (relative to the recipe)"
 
 
 def _escapes(template: str) -> bool:

@@ -119,12 +119,15 @@ def test_a_prompt_file_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
             ],
         ),
         ("{file: nope.jsonl}", ["items file 'nope.jsonl' not found (relative to the recipe)"]),
+        ("{file: sub.jsonl}", ["items file 'sub.jsonl' is a folder, not a file"]),
+        ("{file: /dev/null, format: jsonl}", ["items file '/dev/null' is not a regular file"]),
     ],
 )
 def test_an_items_file_must_exist_and_have_a_known_format(
     tmp_path: Path, spec: str, expected: list[str]
 ) -> None:
     tasks = f"  - {{name: a, agent: writer, for_each: {spec}, prompt: '{{{{ item }}}}'}}\n"
+    (tmp_path / "sub.jsonl").mkdir()
     assert messages(tmp_path, tasks, {"items.csv": "id\n1\n", "items.TXT": "{}\n"}) == expected
 
 
