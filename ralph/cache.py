@@ -106,7 +106,9 @@ class Entry:
 class ResponseCache:
     """A diskcache.Cache of answers; writes are batched into one transaction per flush."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, preload: bool = False) -> None:
+        """`preload`: read the stored answers too, for a run that will look many of them up
+        (`cache stats`, `clear` and `explain` do not)."""
         import diskcache
 
         directory.mkdir(parents=True, exist_ok=True)
@@ -124,7 +126,7 @@ class ResponseCache:
         self._known: set[str] | None = (
             set(self._cache) if len(self._cache) <= PRELOAD_KEYS else None
         )
-        self._values = self._preload() if self._known is not None else {}
+        self._values = self._preload() if preload and self._known is not None else {}
 
     def _preload(self) -> dict[str, tuple[str, float | None]]:
         """The answers stored in the database itself (all but the longest), read in one query

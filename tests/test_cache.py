@@ -151,23 +151,25 @@ def test_put_many_and_get_round_trip(cache: ResponseCache) -> None:
     assert "absent" not in cache
 
 
-def test_a_value_ralph_did_not_write_is_a_miss_not_a_crash(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preload", [False, True])
+def test_a_value_ralph_did_not_write_is_a_miss_not_a_crash(tmp_path: Path, preload: bool) -> None:
     import diskcache
 
     with diskcache.Cache(str(tmp_path / "c")) as raw:
         raw.set("not-json", "{oops")
         raw.set("surrogate", '["\\ud800", 1, 2, "a"]')  # json would take it, orjson refuses
         raw.set("short", '["text", 1]')
-    cache = ResponseCache(tmp_path / "c")
+    cache = ResponseCache(tmp_path / "c", preload=preload)
     assert [cache.get(k) for k in ("not-json", "surrogate", "short")] == [None, None, None]
     cache.close()
 
 
-def test_entries_survive_reopening(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preload", [False, True])
+def test_entries_survive_reopening(tmp_path: Path, preload: bool) -> None:
     first = ResponseCache(tmp_path / "c")
     first.put_many([Entry("k", Response("kept", 1, 1), "writer", None)])
     first.close()
-    again = ResponseCache(tmp_path / "c")
+    again = ResponseCache(tmp_path / "c", preload=preload)
     try:
         assert again.get("k") == (Response("kept", 1, 1), "writer")
     finally:
@@ -187,9 +189,10 @@ def test_answers_are_read_in_one_go_when_the_cache_opens(tmp_path: Path) -> None
         ]
     )
     first.close()
-    again = ResponseCache(tmp_path / "c")
+    again = ResponseCache(tmp_path / "c", preload=True)
     try:
         # read when it opened: another process deleting the entry now does not take it back
+        # (as documented: a `cache clear` during a run takes effect for the next run)
         with diskcache.Cache(str(tmp_path / "c")) as other:
             del other["short"]
         assert again.get("short") == (Response("kept", 1, 1), "writer")
@@ -204,7 +207,7 @@ def test_an_answer_read_at_open_still_expires_on_time(tmp_path: Path) -> None:
     first = ResponseCache(tmp_path / "c")
     first.put_many([Entry("short", Response("a", 1, 1), "writer", 0.3)])
     first.close()
-    again = ResponseCache(tmp_path / "c")
+    again = ResponseCache(tmp_path / "c", preload=True)
     try:
         assert again.get("short") is not None
         time.sleep(0.35)
@@ -217,7 +220,7 @@ def test_a_cleared_cache_serves_nothing_it_read_at_open(tmp_path: Path) -> None:
     first = ResponseCache(tmp_path / "c")
     first.put_many([Entry("k", Response("a", 1, 1), "writer", None)])
     first.close()
-    again = ResponseCache(tmp_path / "c")
+    again = ResponseCache(tmp_path / "c", preload=True)
     try:
         assert again.clear() == 1
         assert again.get("k") is None

@@ -132,7 +132,7 @@ class Engine:
         async with contextlib.AsyncExitStack() as stack:
             stack.enter_context(_on_sigint(asyncio.get_running_loop(), self.interrupt))
             if self.options.cache_dir is not None:
-                self.cache = ResponseCache(self.options.cache_dir)
+                self.cache = ResponseCache(self.options.cache_dir, preload=True)
                 stack.callback(self.cache.close)
             session = None
             if used & _http(self.recipe):
