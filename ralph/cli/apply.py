@@ -205,8 +205,9 @@ def _run(
     summary_file: Path | None,
     quiet: bool,
 ) -> int:
-    from contextlib import nullcontext
+    from contextlib import nullcontext, suppress
 
+    from ralph.errors import OutputError
     from ralph.fastjson import dumps_pretty
     from ralph.observe.logs import close_logging, setup_logging
     from ralph.observe.report import render_summary
@@ -221,8 +222,11 @@ def _run(
     try:
         with progress if progress is not None else nullcontext():
             stats = run_recipe(model, options, logger, progress, keys)
-    finally:
-        close_logging()
+    except BaseException:
+        with suppress(OutputError):  # the error on its way says more than the log file's
+            close_logging()
+        raise
+    close_logging()
     summary = stats.as_dict()
     if summary_file is not None and summary_file.suffix == ".prom":
         from ralph.observe.metrics import prometheus

@@ -7,11 +7,9 @@ LogRecord per line: a log line costs ~6 µs on the hot path instead of ~10.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -75,9 +73,12 @@ class EventHandler(logging.StreamHandler[IO[str]]):
         self.buffered = stream not in (sys.stderr, sys.stdout)
 
     def write_event(self, data: dict[str, Any]) -> None:
-        self.stream.write(self.event_line(data) + self.terminator)
-        if not self.buffered:
-            self.stream.flush()
+        try:
+            self.stream.write(self.event_line(data) + self.terminator)
+            if not self.buffered:
+                self.stream.flush()
+        except OSError as exc:  # a full buffer is written out here, mid-run
+            raise _unwritable(self, exc) from None
 
 
 def setup_logging(fmt: str, file: Path | None, *, quiet: bool = False) -> logging.Logger:
@@ -100,13 +101,15 @@ def close_logging() -> None:
     logger = logging.getLogger(LOGGER)
     handlers, logger.handlers = logger.handlers, []
     for handler in handlers:
-        with _writing(handler):
+        try:
             handler.flush()
             if isinstance(handler, logging.StreamHandler) and handler.stream not in (
                 sys.stderr,
                 sys.stdout,
             ):
                 handler.close()
+        except OSError as exc:
+            raise _unwritable(handler, exc) from None
 
 
 CONTRACT_FIELDS = frozenset(
@@ -166,15 +169,13 @@ def _timestamp() -> str:
 
 def flush_logs() -> None:
     for handler in logging.getLogger(LOGGER).handlers:
-        with _writing(handler):
+        try:
             handler.flush()
+        except OSError as exc:
+            raise _unwritable(handler, exc) from None
 
 
-@contextlib.contextmanager
-def _writing(handler: logging.Handler) -> Iterator[None]:
+def _unwritable(handler: logging.Handler, exc: OSError) -> OutputError:
     """A log file that cannot be written (a full disk) is an error that names it."""
-    try:
-        yield
-    except OSError as exc:
-        name = getattr(getattr(handler, "stream", None), "name", "")
-        raise OutputError(f"cannot write the log file {name}: {exc.strerror or exc}") from None
+    name = getattr(getattr(handler, "stream", None), "name", "")
+    return OutputError(f"cannot write the log file {name}: {exc.strerror or exc}")

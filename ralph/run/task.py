@@ -130,7 +130,11 @@ class TaskRun:
             except StopIteration:
                 return
             self.stats.items += 1
-            await self._process(index, item)
+            try:
+                await self._process(index, item)
+            except OutputError as exc:  # the log file, written as the item goes
+                self._cannot_keep(exc)
+                return
             handled += 1
             if handled % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -215,8 +219,8 @@ class TaskRun:
     ) -> tuple[str, Response] | str | _Stopped:
         engine, policy = self.engine, rt.agent.retries
         worst_input = worst_input_tokens(request)
-        attempt, allowed = 0, policy.attempts
-        while attempt < allowed:
+        attempt, resent = 0, 0  # resent: once more with a new key, not one of the retries
+        while attempt < policy.attempts + resent:
             attempt += 1
             if (held := self._held_back(rt)) is not None:
                 return held
@@ -243,10 +247,10 @@ class TaskRun:
                 used = (response.input_tokens, response.output_tokens) if response else (0, 0)
                 engine.budget.settle(reservation, sum(used), rt.cost(*used))
                 self._record_attempt(rt, prepared, key, attempt, started, response, error)
-                if error.key_refreshed and allowed == policy.attempts:
-                    allowed += 1  # once, with the new key, at once: not one of its retries
+                if error.key_refreshed and not resent:
+                    resent = 1  # at once
                     continue
-                decision = await self._after_failure(rt, error, attempt, allowed)
+                decision = await self._after_failure(rt, error, attempt, resent)
                 if decision is not None:
                     return decision
                 continue
@@ -267,7 +271,7 @@ class TaskRun:
         return None
 
     async def _after_failure(
-        self, rt: AgentRuntime, error: AttemptError, attempt: int, allowed: int
+        self, rt: AgentRuntime, error: AttemptError, attempt: int, resent: int
     ) -> str | _Stopped | None:
         """None to try again (after waiting), else why this agent gives up on the item."""
         engine, policy = self.engine, rt.agent.retries
@@ -282,14 +286,14 @@ class TaskRun:
                 else f"Retry-After {error.retry_after_s:g}s exceeds max_retry_wait"
             )
             return f"agent '{rt.agent.name}' is exhausted: {rt.exhausted}"
-        if not is_retryable(error.kind, policy) or attempt >= allowed:
+        if not is_retryable(error.kind, policy) or attempt >= policy.attempts + resent:
             suffix = f" after {attempt} attempts" if attempt > 1 else ""
             return f"{error}{suffix}"
         engine.agent_stats(rt).retries[error.kind] += 1
         wait = (
             error.retry_after_s
             if error.retry_after_s is not None
-            else backoff_s(policy, attempt, engine.rng)
+            else backoff_s(policy, attempt - resent, engine.rng)
         )
         remaining = engine.budget.remaining_s()
         if remaining is not None and wait >= remaining:
@@ -403,8 +407,11 @@ class TaskRun:
         try:
             write()
         except OutputError as exc:
-            self.write_error = self.write_error or exc
-            self.engine.stopping = True
+            self._cannot_keep(exc)
+
+    def _cannot_keep(self, error: OutputError) -> None:
+        self.write_error = self.write_error or error
+        self.engine.stopping = True
 
     def _unwritten(self, done: Done, reason: str) -> None:
         """A finished item whose output file could not be written fails after all."""
