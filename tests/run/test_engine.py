@@ -2,75 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
-from ralph.testing import FakeLLMServer, Fault, RecordedRequest
+from ralph.testing import FakeLLMServer, Fault
 from tests.conftest import TEST_KEY, Result, apply_args, start_apply, write_recipe
-
-CHAT = "/v1/chat/completions"
-MESSAGES = "/v1/messages"
-
-
-def recipe_text(
-    base_url: str,
-    *,
-    items: int = 5,
-    agent_extra: str = "",
-    limits: str = "",
-    task_extra: str = "",
-    provider: str = "openai",
-    for_each: str | None = None,
-) -> str:
-    env = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
-    inline = ", ".join(f"{{id: i{n}, text: 'item {n}'}}" for n in range(items))
-    for_each = for_each or f"[{inline}]"
-    return f"""
-        version: 1
-        name: engine-test
-        agents:
-          writer:
-            provider: {provider}
-            base_url: {base_url}
-            model: test-model
-            api_key_env: {env}
-            params: {{max_tokens: 50}}
-            retries: {{attempts: 3, backoff: 1ms, max_backoff: 5ms}}
-            pricing: {{input_per_mtok: 1000, output_per_mtok: 1000}}
-            {agent_extra}
-        limits: {{{limits}}}
-        tasks:
-          - name: answer
-            agent: writer
-            for_each: {for_each}
-            prompt: "Say {{{{ item.text }}}}"
-            {task_extra}
-    """
-
-
-def apply(ralph: Callable[..., Result], recipe: Path, tmp_path: Path, *extra: str) -> Result:
-    """`ralph apply` without the health checks, so only the run's own requests reach the server
-    (tests/test_health.py covers them)."""
-    log = ("--log-file", str(tmp_path / "log.jsonl"), "--log-format", "json")
-    return ralph(*apply_args(recipe, tmp_path / "out", "--skip-health", *log, *extra))
-
-
-def sent_to(server: FakeLLMServer, path: str) -> list[RecordedRequest]:
-    """Requests to one path (the health checks before a run also reach /v1/models)."""
-    return [r for r in server.requests if r.path == path]
-
-
-def lines(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from tests.run.apply_helpers import CHAT, MESSAGES, apply, lines, recipe_text, sent_to
 
 
 def test_openai_items_answered_in_item_order(
@@ -129,40 +71,6 @@ def test_no_cache_sends_again(
     assert server.counts[CHAT] == 4
 
 
-def test_retries_each_fault_kind(
-    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
-) -> None:
-    server.inject(
-        Fault("status", status=500),
-        Fault("rate_limit", retry_after=0),
-        Fault("drop"),
-        Fault("invalid_json"),
-        Fault("wrong_shape"),
-    )
-    text = recipe_text(server.base_url, items=1, agent_extra="", limits="").replace(
-        "attempts: 3", "attempts: 6"
-    )
-    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
-    assert result.code == 0, result.out
-    assert server.counts[CHAT] == 6
-    summary = result.out
-    assert "5 retries" in summary
-    for cause in ("5xx: 1", "429: 1", "connection: 1", "invalid_response: 2"):
-        assert cause in summary
-
-
-def test_client_error_is_not_retried_and_reports_api_message(
-    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
-) -> None:
-    server.inject(Fault("status", status=400, message="model does not exist"))
-    result = apply(ralph, write_recipe(tmp_path, recipe_text(server.base_url, items=1)), tmp_path)
-    assert result.code == 3
-    assert server.counts[CHAT] == 1
-    assert "model does not exist" in result.out
-    record = lines(tmp_path / "out" / "answer.jsonl")[0]
-    assert record["status"] == "failed" and "model does not exist" in str(record["error"])
-
-
 def test_fallback_takes_item_after_retries(
     ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
 ) -> None:
@@ -180,29 +88,6 @@ def test_fallback_takes_item_after_retries(
     assert result.code == 0, result.out
     assert server.counts[CHAT] == 3 and server.counts[MESSAGES] == 1
     assert lines(tmp_path / "out" / "answer.jsonl")[0]["agent"] == "backup"
-
-
-def test_quota_exhausted_is_not_retried(
-    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
-) -> None:
-    server.inject(Fault("rate_limit", insufficient_quota=True, retry_after=None))
-    text = recipe_text(server.base_url, items=3, agent_extra="concurrency: 1")
-    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
-    assert result.code == 3
-    assert server.counts[CHAT] == 1
-    assert "exhausted" in result.out
-
-
-def test_retry_after_longer_than_max_wait_exhausts_agent(
-    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
-) -> None:
-    server.inject(Fault("rate_limit", retry_after=120))
-    text = recipe_text(
-        server.base_url, items=2, agent_extra="concurrency: 1", limits="max_retry_wait: 1m"
-    )
-    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
-    assert result.code == 3
-    assert server.counts[CHAT] == 1
 
 
 def test_cost_limit_stops_before_spending(
@@ -233,40 +118,6 @@ def test_request_limit(ralph: Callable[..., Result], server: FakeLLMServer, tmp_
     assert result.code == 4
     assert "stopped by limit max_requests" in result.out
     assert server.counts[CHAT] == 4
-
-
-@pytest.mark.parametrize(("limits", "code", "sent"), [("", 0, 4), ("max_requests: 3", 4, 3)])
-def test_a_request_sent_again_with_a_rotated_key_is_counted_and_budgeted(
-    ralph: Callable[..., Result],
-    server: FakeLLMServer,
-    tmp_path: Path,
-    limits: str,
-    code: int,
-    sent: int,
-) -> None:
-    calls = tmp_path / "calls"
-    script = tmp_path / "key.py"  # a secret store whose lease runs out after the first read
-    script.write_text(
-        f"import pathlib\ncalls = pathlib.Path({str(calls)!r})\n"
-        "calls.write_text((calls.read_text() if calls.exists() else '') + 'x')\n"
-        f"print('sk-stale-000000000000000000' if calls.read_text() == 'x' else {TEST_KEY!r})\n"
-    )
-    text = recipe_text(server.base_url, items=3, agent_extra="concurrency: 1", limits=limits)
-    text = text.replace(
-        "api_key_env: OPENAI_API_KEY", f"api_key_command: [{sys.executable}, {script}]"
-    )
-    summary = tmp_path / "run.json"
-    result = apply(ralph, write_recipe(tmp_path, text), tmp_path, "--summary-file", str(summary))
-    assert result.code == code, result.err
-    assert server.counts[CHAT] == sent == json.loads(summary.read_text())["totals"]["requests"]
-    assert calls.read_text() == "xx", "the key is read again once, not per request"
-    answered = [r for r in lines(tmp_path / "out" / "answer.jsonl") if r["status"] == "done"]
-    assert len(answered) == sent - 1
-    attempts = [e for e in lines(tmp_path / "log.jsonl") if e["event"] == "attempt"]
-    assert [(e["item"], e["attempt"], e["status"]) for e in attempts[:2]] == [
-        ("i0", 1, "fatal"),
-        ("i0", 2, "ok"),
-    ]
 
 
 def test_missing_key_fails_before_any_request(
@@ -336,52 +187,6 @@ def test_a_key_of_no_known_shape_echoed_by_the_api_is_masked(
             assert shapeless.encode() not in path.read_bytes(), path
 
 
-def test_items_waiting_for_the_agent_are_not_sent_once_max_runtime_is_up(
-    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
-) -> None:
-    server.latency_s = 0.3
-    # one slot on the writer, four more workers from the fallback's: they queue for the slot
-    queued = "concurrency: 1\n            fallback: backup\n          backup: {provider: echo, concurrency: 4}"  # noqa: E501
-    text = recipe_text(server.base_url, items=10, agent_extra=queued, limits="max_runtime: 500ms")
-    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
-    assert result.code == 4, result.out + result.err
-    assert server.counts[CHAT] <= 2  # sent before the stop; none after it
-
-
-def test_an_item_waiting_to_retry_does_not_ask_an_agent_exhausted_meanwhile(
-    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
-) -> None:
-    server.inject(
-        Fault("rate_limit", retry_after=0.3),  # the first item waits 0.3 s to try again
-        Fault("rate_limit", insufficient_quota=True),  # the second finds the quota gone
-    )
-    backup = "concurrency: 2\n            fallback: backup\n          backup: {provider: echo}"
-    text = recipe_text(server.base_url, items=2, agent_extra=backup)
-    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
-    assert result.code == 0, result.out + result.err
-    assert server.counts[CHAT] == 2  # the wait ended on the fallback, not on the writer
-
-
-def test_a_5xx_retry_after_past_max_retry_wait_exhausts_the_agent(
-    ralph: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
-    seen: list[str] = []
-
-    async def busy(request: web.Request) -> web.Response:
-        seen.append(request.path)
-        return web.Response(status=503, headers={"Retry-After": "400"}, text="busy")
-
-    with serving(busy) as base_url:
-        backup = "concurrency: 1\n            fallback: backup\n          backup: {provider: echo}"
-        text = recipe_text(base_url, items=3, agent_extra=backup, limits="max_retry_wait: 5s")
-        result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
-    assert result.code == 0, result.out + result.err
-    assert len(seen) == 1  # then the agent is exhausted: the fallback answers every item
-    answered_by = [line["agent"] for line in lines(tmp_path / "out" / "answer.jsonl")]
-    assert answered_by == ["backup"] * 3
-
-
 def test_a_command_agents_budget_reserves_its_max_output(
     ralph: Callable[..., Result], tmp_path: Path
 ) -> None:
@@ -437,26 +242,6 @@ def test_a_huge_concurrency_does_not_start_a_worker_for_each_slot(tmp_path: Path
     assert len(lines(tmp_path / "out" / "t.jsonl")) == 2
 
 
-@contextlib.contextmanager
-def serving(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Iterator[str]:
-    """A one-handler HTTP server on 127.0.0.1, on a thread of its own: its base URL."""
-    loop = asyncio.new_event_loop()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-
 def test_nested_params_are_sent_and_keyed(
     ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
 ) -> None:
@@ -469,19 +254,6 @@ def test_nested_params_are_sent_and_keyed(
     recipe.write_text(text.replace("json_object", "text"))
     assert apply(ralph, recipe, tmp_path).code == 0
     assert server.counts[CHAT] == 2, "a different nested param must not hit the same cache entry"
-
-
-def test_retry_after_is_honoured(
-    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
-) -> None:
-    server.inject(Fault("rate_limit", retry_after=0.4, path=CHAT))
-    recipe = write_recipe(tmp_path, recipe_text(server.base_url, items=1))
-    started = time.perf_counter()
-    result = apply(ralph, recipe, tmp_path)
-    elapsed = time.perf_counter() - started
-    assert result.code == 0, result.out
-    assert server.counts[CHAT] == 2
-    assert elapsed >= 0.4, "the retry came before the server's Retry-After"
 
 
 def test_concurrency_flag_caps_requests_in_flight(

@@ -1,0 +1,168 @@
+"""One agent's attempts at an item, through `ralph apply` against the fake server: retries by
+fault kind, Retry-After, exhausted agents, a key re-sent after a 401, and nothing sent once
+the run or the agent is done."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from ralph.testing import FakeLLMServer, Fault
+from tests.conftest import TEST_KEY, Result, write_recipe
+from tests.run.apply_helpers import CHAT, apply, lines, recipe_text, serving
+
+
+def test_retries_each_fault_kind(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(
+        Fault("status", status=500),
+        Fault("rate_limit", retry_after=0),
+        Fault("drop"),
+        Fault("invalid_json"),
+        Fault("wrong_shape"),
+    )
+    text = recipe_text(server.base_url, items=1, agent_extra="", limits="").replace(
+        "attempts: 3", "attempts: 6"
+    )
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 0, result.out
+    assert server.counts[CHAT] == 6
+    summary = result.out
+    assert "5 retries" in summary
+    for cause in ("5xx: 1", "429: 1", "connection: 1", "invalid_response: 2"):
+        assert cause in summary
+
+
+def test_client_error_is_not_retried_and_reports_api_message(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("status", status=400, message="model does not exist"))
+    result = apply(ralph, write_recipe(tmp_path, recipe_text(server.base_url, items=1)), tmp_path)
+    assert result.code == 3
+    assert server.counts[CHAT] == 1
+    assert "model does not exist" in result.out
+    record = lines(tmp_path / "out" / "answer.jsonl")[0]
+    assert record["status"] == "failed" and "model does not exist" in str(record["error"])
+
+
+def test_quota_exhausted_is_not_retried(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("rate_limit", insufficient_quota=True, retry_after=None))
+    text = recipe_text(server.base_url, items=3, agent_extra="concurrency: 1")
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 3
+    assert server.counts[CHAT] == 1
+    assert "exhausted" in result.out
+
+
+def test_retry_after_longer_than_max_wait_exhausts_agent(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("rate_limit", retry_after=120))
+    text = recipe_text(
+        server.base_url, items=2, agent_extra="concurrency: 1", limits="max_retry_wait: 1m"
+    )
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 3
+    assert server.counts[CHAT] == 1
+
+
+@pytest.mark.parametrize(("limits", "code", "sent"), [("", 0, 4), ("max_requests: 3", 4, 3)])
+def test_a_request_sent_again_with_a_rotated_key_is_counted_and_budgeted(
+    ralph: Callable[..., Result],
+    server: FakeLLMServer,
+    tmp_path: Path,
+    limits: str,
+    code: int,
+    sent: int,
+) -> None:
+    calls = tmp_path / "calls"
+    script = tmp_path / "key.py"  # a secret store whose lease runs out after the first read
+    script.write_text(
+        f"import pathlib\ncalls = pathlib.Path({str(calls)!r})\n"
+        "calls.write_text((calls.read_text() if calls.exists() else '') + 'x')\n"
+        f"print('sk-stale-000000000000000000' if calls.read_text() == 'x' else {TEST_KEY!r})\n"
+    )
+    text = recipe_text(server.base_url, items=3, agent_extra="concurrency: 1", limits=limits)
+    text = text.replace(
+        "api_key_env: OPENAI_API_KEY", f"api_key_command: [{sys.executable}, {script}]"
+    )
+    summary = tmp_path / "run.json"
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path, "--summary-file", str(summary))
+    assert result.code == code, result.err
+    assert server.counts[CHAT] == sent == json.loads(summary.read_text())["totals"]["requests"]
+    assert calls.read_text() == "xx", "the key is read again once, not per request"
+    answered = [r for r in lines(tmp_path / "out" / "answer.jsonl") if r["status"] == "done"]
+    assert len(answered) == sent - 1
+    attempts = [e for e in lines(tmp_path / "log.jsonl") if e["event"] == "attempt"]
+    assert [(e["item"], e["attempt"], e["status"]) for e in attempts[:2]] == [
+        ("i0", 1, "fatal"),
+        ("i0", 2, "ok"),
+    ]
+
+
+def test_items_waiting_for_the_agent_are_not_sent_once_max_runtime_is_up(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.latency_s = 0.3
+    # one slot on the writer, four more workers from the fallback's: they queue for the slot
+    queued = "concurrency: 1\n            fallback: backup\n          backup: {provider: echo, concurrency: 4}"  # noqa: E501
+    text = recipe_text(server.base_url, items=10, agent_extra=queued, limits="max_runtime: 500ms")
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 4, result.out + result.err
+    assert server.counts[CHAT] <= 2  # sent before the stop; none after it
+
+
+def test_an_item_waiting_to_retry_does_not_ask_an_agent_exhausted_meanwhile(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(
+        Fault("rate_limit", retry_after=0.3),  # the first item waits 0.3 s to try again
+        Fault("rate_limit", insufficient_quota=True),  # the second finds the quota gone
+    )
+    backup = "concurrency: 2\n            fallback: backup\n          backup: {provider: echo}"
+    text = recipe_text(server.base_url, items=2, agent_extra=backup)
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 0, result.out + result.err
+    assert server.counts[CHAT] == 2  # the wait ended on the fallback, not on the writer
+
+
+def test_a_5xx_retry_after_past_max_retry_wait_exhausts_the_agent(
+    ralph: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    seen: list[str] = []
+
+    async def busy(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(status=503, headers={"Retry-After": "400"}, text="busy")
+
+    with serving(busy) as base_url:
+        backup = "concurrency: 1\n            fallback: backup\n          backup: {provider: echo}"
+        text = recipe_text(base_url, items=3, agent_extra=backup, limits="max_retry_wait: 5s")
+        result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 0, result.out + result.err
+    assert len(seen) == 1  # then the agent is exhausted: the fallback answers every item
+    answered_by = [line["agent"] for line in lines(tmp_path / "out" / "answer.jsonl")]
+    assert answered_by == ["backup"] * 3
+
+
+def test_retry_after_is_honoured(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("rate_limit", retry_after=0.4, path=CHAT))
+    recipe = write_recipe(tmp_path, recipe_text(server.base_url, items=1))
+    started = time.perf_counter()
+    result = apply(ralph, recipe, tmp_path)
+    elapsed = time.perf_counter() - started
+    assert result.code == 0, result.out
+    assert server.counts[CHAT] == 2
+    assert elapsed >= 0.4, "the retry came before the server's Retry-After"
