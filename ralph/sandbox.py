@@ -11,7 +11,10 @@ import functools
 import inspect
 import math
 import re
+import signal
 import string
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import BuiltinMethodType, MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
 MAX_OUTPUT_CHARS = 50_000_000  # a rendered template: hundreds of times any model's context
 MAX_VALUE_LENGTH = 10_000_000  # characters or items one operation (`*`, `%`, a width) builds
 MAX_INT_DIGITS = 4300  # Python's own limit for printing an int (sys.int_info)
-# Neither bounds a loop that builds nothing ({% for %} in {% for %} ...): that costs time only.
+MAX_RENDER_S = 10.0  # one render: what bounds a loop that builds nothing ({% for %} in a for)
 
 # builtin str methods whose first argument is the width of what they return
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
@@ -79,6 +82,54 @@ def bounded_sandbox() -> type[SandboxedEnvironment]:
             return checked
 
     return BoundedSandbox
+
+
+class RenderClock:
+    """The time limit of a render on the main thread (where runs, plans and dry runs render).
+
+    A template runs as Python code that nothing can stop from outside but a signal: a watchdog
+    thread looks every half second at the render in progress and, past MAX_RENDER_S, sends the
+    main thread SIGALRM, whose handler raises a template error there. Armed with the template
+    environment, and only where SIGALRM is unused; a render costs a clock read more.
+    """
+
+    rendering: tuple[float, int] | None = None  # when the render in progress started, where
+
+    @classmethod
+    def arm(cls) -> None:
+        main = threading.main_thread().ident
+        if threading.get_ident() != main or signal.getsignal(signal.SIGALRM) != signal.SIG_DFL:
+            return  # signals reach the main thread only; someone else's alarm is theirs
+        signal.signal(signal.SIGALRM, cls._on_alarm)
+        threading.Thread(
+            target=cls._watch, args=(main,), name="ralph-render-clock", daemon=True
+        ).start()
+
+    @classmethod
+    def _overdue(cls) -> bool:
+        rendering = cls.rendering
+        return (
+            rendering is not None
+            and rendering[1] == threading.main_thread().ident
+            and time.monotonic() - rendering[0] > MAX_RENDER_S
+        )
+
+    @classmethod
+    def _watch(cls, main: int) -> None:
+        while True:
+            time.sleep(min(0.5, MAX_RENDER_S / 4))
+            if cls._overdue():
+                signal.pthread_kill(main, signal.SIGALRM)
+
+    @classmethod
+    def _on_alarm(cls, signum: int, frame: object) -> None:
+        # looked at again here: the render the watchdog saw may have ended since
+        if cls._overdue():
+            from jinja2.exceptions import TemplateRuntimeError
+
+            raise TemplateRuntimeError(
+                f"the template took more than {MAX_RENDER_S:g}s to render (a loop inside a loop?)"
+            )
 
 
 # what getattr finds on these mappings (their type's attributes: the instances have no others)

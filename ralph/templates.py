@@ -11,11 +11,13 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import threading
+import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ralph.sandbox import bounded_sandbox, joined
+from ralph.sandbox import RenderClock, bounded_sandbox, joined
 
 if TYPE_CHECKING:
     from jinja2 import Template, Undefined, nodes
@@ -53,6 +55,7 @@ class TemplateFinding:
 
 @functools.cache
 def environment() -> SandboxedEnvironment:
+    RenderClock.arm()
     return bounded_sandbox()(
         undefined=_strict_undefined(), autoescape=False, keep_trailing_newline=True
     )
@@ -111,6 +114,7 @@ def render(template: Template, context: dict[str, Any]) -> str:
     """
     env = environment()
     rendered = env.context_class(env, context, template.name, template.blocks)
+    RenderClock.rendering = (time.monotonic(), threading.get_ident())
     try:
         return joined(template.root_render_func(rendered))
     except RecursionError:
@@ -121,6 +125,8 @@ def render(template: Template, context: dict[str, Any]) -> str:
         ) from None
     except Exception:
         return env.handle_exception()
+    finally:
+        RenderClock.rendering = None
 
 
 def check(source: str, scope: Scope) -> list[TemplateFinding]:

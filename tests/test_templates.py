@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -14,6 +15,7 @@ from jinja2.exceptions import (
     UndefinedError,
 )
 
+from ralph import sandbox
 from ralph.errors import RecipeError
 from ralph.recipe.validate import load_recipe
 from ralph.sandbox import MAX_OUTPUT_CHARS
@@ -202,6 +204,16 @@ def test_a_field_is_read_as_jinja_reads_it_attribute_first(kind: Any) -> None:
 def test_many_small_chunks_come_out_whole_and_in_order() -> None:
     rendered = render_text("{% for i in range(10000) %}{{ i % 10 }}{% endfor %}")
     assert rendered == "0123456789" * 1000
+
+
+def test_a_render_that_takes_too_long_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "MAX_RENDER_S", 0.3)
+    source = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(TemplateRuntimeError, match=r"more than 0\.3s to render"):
+        render_text(source)
+    assert time.monotonic() - started < 5, "stopped, not run to its end (about an hour)"
+    assert render_text("{{ 1 + 1 }}") == "2", "and the next render runs as usual"
 
 
 def test_a_macro_calling_itself_is_a_template_error_not_a_crash() -> None:

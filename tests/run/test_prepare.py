@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from ralph import sandbox
 from ralph.recipe.validate import load_recipe
 from ralph.run.prepare import ItemRejected, LoopContext, Preparer
-from tests.conftest import write_recipe
+from tests.conftest import Result, apply_args, write_recipe
 
 RECIPE = """
     version: 1
@@ -122,3 +124,27 @@ def test_a_prompt_file_broken_while_a_loop_runs_names_the_file_and_line(tmp_path
         preparer.prepare(0, None, LoopContext(2))
     prompt_file = (tmp_path / "PROMPT.md").resolve()
     assert str(caught.value).startswith(f"{prompt_file}:2: task 't' prompt_file line 2: ")
+
+
+def test_a_render_that_takes_too_long_fails_its_item_alone(
+    ralph: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox, "MAX_RENDER_S", 0.3)
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: slow
+        agents: {local: {provider: echo}}
+        tasks:
+          - name: t
+            agent: local
+            for_each: [{id: quick, n: 1}, {id: slow, n: 100000}]
+            prompt: |
+              {% for i in range(item.n) %}{% for j in range(item.n) %}{% endfor %}{% endfor %}done
+        """,
+    )
+    result = ralph(*apply_args(recipe, tmp_path / "out", "--log-format", "json"))
+    assert result.code == 3, result.out + result.err
+    assert "1 failed item" in result.out
+    assert "t' prompt line 1: the template took more than 0.3s to render" in result.out
