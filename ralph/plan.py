@@ -26,6 +26,7 @@ from ralph.observe.summary import SHARD_LABEL, shape_problem
 from ralph.providers.base import AttemptError, estimate_tokens
 from ralph.recipe.model import Recipe, Task
 from ralph.run.agents import reserved_output_tokens
+from ralph.run.attempts import worst_input_tokens
 from ralph.run.outputs import OutputPathError
 from ralph.run.prepare import ItemRejected, Preparer
 
@@ -85,7 +86,8 @@ class TaskPlan:
     cached: int
     requests: int
     max_requests: int
-    input_tokens: int
+    input_tokens: int  # estimated (the agent's tokenizer setting)
+    max_input_tokens: int  # the most they can be: a token a UTF-8 byte, as budgets reserve
     max_output_tokens: int
     cost_min_usd: float
     cost_max_usd: float
@@ -228,19 +230,22 @@ def _task_plan(
     shard: Shard | None,
 ) -> TaskPlan:
     agent = recipe.agents[task.agent]
-    keys = KeyMaker(agent)
+    # the run looks an item up under every agent of the chain, in order
+    chain = [
+        (KeyMaker(recipe.agents[n]), recipe.agents[n]) for n in recipe.fallback_chain(task.agent)
+    ]
     preparer = Preparer(recipe, task, outputs)
     use_cache = task.cache.enabled and task.loop is None
-    cached = input_tokens = sendable = 0
+    items = cached = input_tokens = worst_input = sendable = 0
     prompts: list[RenderedPrompt] = []
     errors: list[ItemError] = []
-    # what later tasks will see as outputs.<task>: the cached answer, or a stand-in
+    # what later tasks will see as outputs.<task>: the cached answer, or a stand-in (an item
+    # that cannot be rendered is never answered, so it is not there)
     answers: dict[int | str, str] = {}
     prompt_keys: dict[str, str] = {}
     for index, item in numbered_items(task.items, shard):
+        items += 1
         key = item_key(item, index)
-        slot = key if key != str(index) else index
-        answers[slot] = f"<answer of {task.name} item {key}>"
         try:
             prepared = preparer.prepare(index, item)
         except (ItemRejected, OutputPathError) as exc:
@@ -250,19 +255,20 @@ def _task_plan(
             prompts.append(
                 RenderedPrompt(index, key, prepared.system, prepared.prompt, prepared.output)
             )
-        request_key = keys.key(prepared.request(agent))
-        prompt_keys[key] = short_key(request_key)
-        answer = cache.answer(request_key) if use_cache else None
-        answer = _filtered(answer, task)
+        requests = [(maker.key(prepared.request(chained)), chained) for maker, chained in chain]
+        prompt_keys[key] = short_key(requests[0][0])
+        answer = _cached_answer(cache, [k for k, _ in requests], task) if use_cache else None
+        slot = key if key != str(index) else index
+        answers[slot] = answer if answer is not None else f"<answer of {task.name} item {key}>"
         if answer is not None:
-            answers[slot] = answer
             cached += 1
             continue
         sendable += 1
         ratio = agent.chars_per_token
         system = estimate_tokens(prepared.system, ratio) if prepared.system else 0
         input_tokens += estimate_tokens(prepared.prompt, ratio) + system
-    outputs[task.name] = next(iter(answers.values()), "") if task.items is None else answers
+        worst_input += worst_input_tokens(prepared.request(agent))
+    outputs[task.name] = next(iter(answers.values()), None) if task.items is None else answers
     loops = task.loop.max_iterations if task.loop is not None else 1
     worst_output = reserved_output_tokens(agent)  # the worst case a run's budget holds back
     price_in, price_out = agent.pricing.input_per_mtok / 1e6, agent.pricing.output_per_mtok / 1e6
@@ -271,18 +277,28 @@ def _task_plan(
         agent=agent.name,
         provider=agent.provider,
         model=agent.model,
-        items=len(answers),
+        items=items,
         cached=cached,
         requests=sendable,
         max_requests=sendable * loops,
         input_tokens=input_tokens * loops,
+        max_input_tokens=worst_input * loops,
         max_output_tokens=sendable * loops * worst_output,
         cost_min_usd=input_tokens * price_in,
-        cost_max_usd=loops * (input_tokens * price_in + sendable * worst_output * price_out),
+        cost_max_usd=loops * (worst_input * price_in + sendable * worst_output * price_out),
         prompts=tuple(prompts),
         errors=tuple(errors),
         prompt_keys=prompt_keys,
     )
+
+
+def _cached_answer(cache: _CachePeek, keys: list[str], task: Task) -> str | None:
+    """The first answer cached under the chain's keys that today's output filters accept."""
+    for key in keys:
+        answer = _filtered(cache.answer(key), task)
+        if answer is not None:
+            return answer
+    return None
 
 
 def _filtered(answer: str | None, task: Task) -> str | None:
@@ -299,7 +315,7 @@ def _limit_checks(recipe: Recipe, tasks: tuple[TaskPlan, ...]) -> tuple[LimitChe
     limits = recipe.limits
     needed = {
         "max_requests": sum(t.max_requests for t in tasks),
-        "max_tokens": sum(t.input_tokens + t.max_output_tokens for t in tasks),
+        "max_tokens": sum(t.max_input_tokens + t.max_output_tokens for t in tasks),
         "max_cost_usd": sum(t.cost_max_usd for t in tasks),
     }
     allowed = {

@@ -111,7 +111,7 @@ def test_limit_that_would_stop_the_run_exits_4(
     recipe = plan_recipe(tmp_path, "http://127.0.0.1:9/v1", limits="max_cost_usd: 0.001")
     result = ralph("apply", str(recipe), "--dry-run")
     assert result.code == 4
-    assert "max_cost_usd 0.001: needs up to 0.0016" in result.out
+    assert "max_cost_usd 0.001: needs up to 0.0017" in result.out
     assert "would stop the run" in result.out
 
 
@@ -396,3 +396,95 @@ def test_a_recipe_in_a_json_file_is_told_to_be_yaml(
             f"error: {recipe}: not a plan saved by `ralph plan -o` (a .json path is read as a "
             "saved plan; a recipe is a .yaml or .yml file)\n",
         )
+
+
+# -- the plan agrees with the run it describes ------------------------------------------------
+
+
+def agree_recipe(tmp_path: Path, tasks: str, limits: str = "") -> Path:
+    return write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: agree
+        agents:
+          local:
+            provider: echo
+            params: {{max_tokens: 10}}
+            pricing: {{input_per_mtok: 1000, output_per_mtok: 1000}}
+          failing: {{provider: command, command: [sh, -c, "exit 1"], retries: {{attempts: 1}},
+                     fallback: local}}
+        limits: {{{limits}}}
+        tasks:
+{tasks}
+        """,
+    )
+
+
+def plan_then_run(ralph: Callable[..., Result], recipe: Path, *extra: str) -> tuple[int, int]:
+    """The dry run's exit code, then the run's."""
+    out = str(recipe.parent / "out")
+    planned = ralph("apply", str(recipe), "--dry-run", "--out", out, *extra).code
+    return planned, ralph(*apply_args(recipe, recipe.parent / "out", "--skip-health", *extra)).code
+
+
+@pytest.mark.parametrize("limit", ["max_tokens: 600", "max_cost_usd: 0.5"])
+def test_a_limit_the_run_would_reach_the_dry_run_reaches_too(
+    ralph: Callable[..., Result], tmp_path: Path, limit: str
+) -> None:
+    # 1000 characters are 250 tokens by estimate, but the run holds back a token a byte
+    tasks = "          - {name: t, agent: local, for_each: [{id: a}], prompt: \"{{ 'x' * 1000 }}\"}"
+    assert plan_then_run(ralph, agree_recipe(tmp_path, tasks, limit)) == (4, 4)
+
+
+def test_an_answer_a_fallback_gave_is_counted_as_cached(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    tasks = """          - name: t
+            agent: failing
+            cache: true
+            for_each: [{id: a}, {id: b}]
+            prompt: "Say {{ item.id }}\""""
+    recipe = agree_recipe(tmp_path, tasks)
+    assert ralph(*apply_args(recipe, tmp_path / "out", "--skip-health")).code == 0
+    planned = ralph("plan", str(recipe), "--detailed-exitcode", "-f", "json")
+    assert planned.code == 0, planned.out
+    assert json.loads(planned.out)["tasks"][0]["cached"] == 2
+
+
+def test_an_item_that_cannot_be_rendered_is_not_in_a_later_tasks_outputs(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    tasks = """          - {name: a, agent: local, for_each: [{id: x, t: 1}, {id: y}],
+             prompt: "{{ item.t }}"}
+          - {name: b, agent: local, prompt: "{{ outputs.a | length }} answers"}"""
+    recipe = agree_recipe(tmp_path, tasks)
+    assert ralph(*apply_args(recipe, tmp_path / "out", "--skip-health")).code == 3
+    planned = json.loads(ralph("plan", str(recipe), "-f", "json").out)
+    assert [(t["name"], t["cached"]) for t in planned["tasks"]] == [("a", 1), ("b", 1)]
+
+
+def test_a_shard_without_a_task_of_one_item_plans_what_it_runs(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    items = ", ".join(f"{{id: i{n}}}" for n in range(6))
+    tasks = f"""          - {{name: collect, agent: local, prompt: "Say something"}}
+          - {{name: each, agent: local, for_each: [{items}],
+             prompt: "{{{{ item.id }}}} [{{{{ outputs.collect }}}}]"}}"""
+    recipe = agree_recipe(tmp_path, tasks)
+    for shard in ("1/2", "2/2"):
+        assert (
+            ralph(*apply_args(recipe, tmp_path / "out", "--skip-health", "--shard", shard)).code
+            == 0
+        )
+        planned = ralph("plan", str(recipe), "--shard", shard, "--detailed-exitcode")
+        assert planned.code == 0, planned.out
+
+
+def test_items_with_the_same_id_are_counted_each(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    items = '[{id: a, n: 1}, {id: a, n: 2}, {id: 1, n: 3}, {id: "1", n: 4}, {n: 5}]'
+    tasks = f'          - {{name: t, agent: local, for_each: {items}, prompt: "{{{{ item.n }}}}"}}'
+    planned = json.loads(ralph("plan", str(agree_recipe(tmp_path, tasks)), "-f", "json").out)
+    assert (planned["tasks"][0]["items"], planned["tasks"][0]["requests"]) == (5, 5)
