@@ -13,7 +13,8 @@ from ralph.cache import ResponseCache, cache_key, key_parts
 from ralph.errors import UsageError
 from ralph.items import numbered_items
 from ralph.recipe.model import ItemSource, Recipe
-from ralph.run.prepare import ItemRejected, Preparer
+from ralph.run.outputs import OutputPathError
+from ralph.run.prepare import ItemRejected, Preparer, reads_outputs
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,15 @@ def explain_item(
     if found is None:
         raise UsageError(f"task '{task_name}' has no item {index}")
     item = found[1]
+    if reads_outputs(task):
+        raise UsageError(
+            f"task '{task_name}' reads outputs of earlier tasks, which explain does not have: "
+            "it cannot render the item as a run does (the cache_key of its attempt log lines "
+            "identifies it)"
+        )
     try:
         prepared = Preparer(recipe, task, {}).prepare(index, item)
-    except ItemRejected as exc:
+    except (ItemRejected, OutputPathError) as exc:
         raise UsageError(f"item {index} cannot be rendered: {exc}") from None
     # a cache folder that does not exist holds nothing; explaining must not make one
     cache = ResponseCache(cache_dir) if cache_dir.is_dir() else None

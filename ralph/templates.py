@@ -148,6 +148,17 @@ def check(source: str, scope: Scope) -> list[TemplateFinding]:
         return [TemplateFinding(1, f"template error: {_TOO_DEEP}")]
 
 
+def names_used(source: str) -> frozenset[str] | None:
+    """The context names a template reads (`outputs`, `item`, ...); None if it cannot be
+    parsed, when nothing can be ruled out."""
+    from jinja2 import TemplateSyntaxError, meta
+
+    try:
+        return frozenset(meta.find_undeclared_variables(environment().parse(source)))
+    except (TemplateSyntaxError, RecursionError):
+        return None
+
+
 def _analysis_error(message: str) -> str:
     unknown = re.fullmatch(r"No filter named '(.+)'\.?", message)
     if unknown is None:

@@ -352,6 +352,32 @@ def test_cache_explain_of_an_index_out_of_range_is_a_usage_error(
     assert (result.code, result.err) == (2, f"error: task 'greet' has no item {item}\n")
 
 
+def test_cache_explain_of_a_task_reading_outputs_or_leaving_the_folder_says_why_not(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: explain-refusals
+        agents: {local: {provider: echo}}
+        tasks:
+          - {name: greet, agent: local, for_each: [{id: ../../evil}], prompt: hi,
+             output: "g/{{ item.id }}.md"}
+          - {name: count, agent: local, prompt: "{{ outputs.get('greet', {}) | length }} so far"}
+        """,
+    )
+    escape = ralph("cache", "explain", str(recipe), "--task", "greet")
+    assert escape.code == 2 and "leaves the output directory" in escape.err, escape.err
+    later = ralph("cache", "explain", str(recipe), "--task", "count")
+    assert (later.code, later.err) == (
+        2,
+        "error: task 'count' reads outputs of earlier tasks, which explain does not have: it "
+        "cannot render the item as a run does (the cache_key of its attempt log lines "
+        "identifies it)\n",
+    )
+
+
 @pytest.mark.parametrize("command", ["stats", "clear"])
 def test_cache_stats_and_clear_of_a_missing_recipe_are_an_error(
     ralph: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str

@@ -28,6 +28,7 @@ from ralph.providers import HTTP_PROVIDERS, PROVIDERS
 from ralph.recipe.model import Recipe
 from ralph.run.agents import AgentRuntime
 from ralph.run.limits import Budget
+from ralph.run.prepare import reads_outputs
 
 if TYPE_CHECKING:
     import aiohttp
@@ -206,13 +207,7 @@ def _session(recipe: Recipe, used: set[str], options: RunOptions) -> aiohttp.Cli
 
 def _any_template_uses_outputs(recipe: Recipe) -> bool:
     # answers are kept in memory only when a later task can read them
-    for task in recipe.tasks[1:]:
-        sources = [task.prompt, task.system, task.output]
-        if task.prompt_file is not None and task.prompt_file.is_file():
-            sources.append(task.prompt_file.read_text("utf-8", errors="replace"))
-        if any(s and "outputs" in s for s in sources):
-            return True
-    return False
+    return any(reads_outputs(task) for task in recipe.tasks[1:])
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from ralph.providers.base import Request
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent, Recipe, Task
 from ralph.run.outputs import safe_output_path
-from ralph.templates import base_context, compile_template, render
+from ralph.templates import base_context, compile_template, names_used, render
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -180,6 +180,23 @@ class Preparer:
             site = f"{found}: " if found else ""
         where = f" line {line}" if line else ""
         return f"{site}task '{self.task.name}' {field}{where}: {message}"
+
+
+def reads_outputs(task: Task) -> bool:
+    """Whether the task's templates read `outputs` (earlier tasks' answers); true when that
+    cannot be ruled out (a prompt file that cannot be read or parsed)."""
+    sources = [task.prompt, task.system, task.output]
+    if task.prompt_file is not None:
+        try:
+            sources.append(_read(task))
+        except (OSError, UnicodeError):
+            return True
+    for source in sources:
+        if source is not None and "outputs" in source:
+            names = names_used(source)
+            if names is None or "outputs" in names:
+                return True
+    return False
 
 
 def _template_line(exc: Exception) -> int | None:
