@@ -31,7 +31,7 @@ class Shard:
 
 
 def parse_shard(text: str) -> Shard:
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    match = re.fullmatch(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*", text)
     if match is None:
         raise UsageError(f"--shard expects K/N (e.g. 2/5), got '{text}'")
     index, count = int(match.group(1)), int(match.group(2))
@@ -45,11 +45,19 @@ def canonical(item: Any) -> bytes:
     their keys were read in."""
     plain = thaw(item)
     try:
-        text = json.dumps(plain, sort_keys=True, ensure_ascii=False, default=str)
+        text = json.dumps(plain, sort_keys=True, ensure_ascii=False, default=_plain)
     except TypeError:  # keys that cannot be sorted together or written (YAML: {1: a, b: c})
-        text = json.dumps(_text_keys(plain), sort_keys=True, ensure_ascii=False, default=str)
+        text = json.dumps(_text_keys(plain), sort_keys=True, ensure_ascii=False, default=_plain)
     # surrogatepass: an item holding a lone surrogate is hashed too
     return text.encode("utf-8", "surrogatepass")
+
+
+def _plain(value: Any) -> Any:
+    """What JSON has no form for, in a form that is the same in every process: a YAML set
+    (`!!set`) is iterated in an order that changes with Python's hash seed, so it is sorted."""
+    if isinstance(value, set | frozenset):
+        return sorted(canonical(v).decode("utf-8", "surrogatepass") for v in value)
+    return str(value)
 
 
 def _text_keys(value: Any) -> Any:

@@ -146,6 +146,8 @@ def test_show_all_and_bad_show(ralph: Callable[..., Result], tmp_path: Path) -> 
     assert result.code == 0
     assert all(f"item t{n} -> summaries/t{n}.md" in result.out for n in range(4))
     assert ralph("plan", str(recipe), "--show", "lots").code == 2
+    assert ralph("plan", str(recipe), "--show", "²").code == 2  # a digit to str.isdigit only
+    assert ralph("plan", str(recipe), "--show", "9" * 5000).code == 0  # more than all: all
 
 
 def test_saved_plan_runs_exactly(
@@ -342,6 +344,11 @@ DAMAGED = [
     ("overrides", [5], "overrides[0]: expected a string, got the number 5"),
     ("profile", 5, "profile: expected a string or null, got the number 5"),
     ("shard", "3/2", 'shard: expected a shard K/N with K from 1 to N, got the string "3/2"'),
+    (
+        "shard",
+        "1/1" + "0" * 12,
+        'shard: expected a shard K/N with K from 1 to N, got the string "1/1000000000000"',
+    ),
     ("shard", None, None),  # an unsharded plan: runs every item
     ("plan_version", "2", 'plan_version: expected the number 2, got the string "2"'),
     ("plan_version", True, "plan_version: expected the number 2, got true"),

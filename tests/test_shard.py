@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,25 @@ def test_items_json_cannot_sort_still_have_an_owner() -> None:
     assert owner == [s.owns({"b": "c", 1: "a"}) for s in shards]  # whatever the key order
 
 
+def test_a_yaml_set_in_an_item_has_the_same_owner_in_every_process() -> None:
+    # a set is iterated in an order that depends on the process's hash seed
+    code = (
+        "from ralph.shard import canonical\n"
+        "print(canonical({'tags': {'alpha', 'beta', 'gamma', 'delta', 'epsilon'}}).hex())"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(4)
+    }
+    assert len(seen) == 1
+
+
 def test_a_csv_row_of_the_wrong_width_is_an_items_error_with_shard(
     ralph: Callable[..., Result], tmp_path: Path
 ) -> None:
@@ -62,7 +84,7 @@ def test_a_csv_row_of_the_wrong_width_is_an_items_error_with_shard(
     assert "items.csv:2: not valid CSV: row has 3 fields, the header has 2" in result.err
 
 
-@pytest.mark.parametrize("text", ["0/3", "4/3", "3", "a/b", "1/0", "-1/2"])
+@pytest.mark.parametrize("text", ["0/3", "4/3", "3", "a/b", "1/0", "-1/2", "1/" + "9" * 5000])
 def test_bad_shard_specs_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError, match="--shard"):
         parse_shard(text)
@@ -172,6 +194,6 @@ def test_merging_summaries_of_different_recipes_is_refused(
     two.write_text(json.dumps({**base, "recipe": "/a/y.yaml", "name": "y"}))
     result = ralph("summary", "merge", str(one), str(two))
     assert result.code == 1
-    assert "different recipes: x, y" in result.err
+    assert "different recipes: x (x.yaml), y (y.yaml)" in result.err
     (tmp_path / "bad.json").write_text("{")
     assert ralph("summary", "merge", str(tmp_path / "bad.json")).code == 2

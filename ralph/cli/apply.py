@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -183,7 +184,7 @@ def plan_exit_code(plan: Plan) -> int:
 
 def parse_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
         raise typer.BadParameter(f"expected HOST:PORT, got '{text}'", param_hint="--serve")
     return host.strip("[]"), int(port)
 
@@ -191,9 +192,9 @@ def parse_address(text: str) -> tuple[str, int]:
 def parse_show(show: str) -> int | None:
     if show == "all":
         return None
-    if not show.isdigit():
+    if not re.fullmatch(r"[0-9]+", show):
         raise typer.BadParameter(f"expected a number or 'all', got '{show}'", param_hint="--show")
-    return int(show)
+    return int(show) if len(show) < 19 else None  # more prompts than any items file holds: all
 
 
 def _run(

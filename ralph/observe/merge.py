@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import PurePath
 from typing import Any
 
 from ralph.errors import RalphError
@@ -32,9 +33,7 @@ def merge_summaries(named: Sequence[Named], *, partial: bool = False) -> dict[st
     if not named:
         raise MergeError("nothing to merge: name the shard summaries (run.json files)")
     summaries = [summary for _, summary in named]
-    recipes = {str(s.get("name") or s["recipe"]) for s in summaries}
-    if len(recipes) > 1:
-        raise MergeError(f"these summaries are of different recipes: {', '.join(sorted(recipes))}")
+    _same_run(summaries)
     missing = _missing_shards(named)
     if missing and not partial:
         raise MergeError(
@@ -63,6 +62,21 @@ def merge_summaries(named: Sequence[Named], *, partial: bool = False) -> dict[st
         "tasks": tasks,
         "agents": agents,
     }
+
+
+def _same_run(summaries: Sequence[dict[str, Any]]) -> None:
+    """Shards of one run: the same recipe (its name and file name: machines may keep it in
+    different folders), the same profile and the same --set values."""
+    recipes = {(str(s.get("name", "")), PurePath(s["recipe"]).name) for s in summaries}
+    if len(recipes) > 1:
+        shown = sorted({f"{name} ({file})" if name else file for name, file in recipes})
+        raise MergeError(f"these summaries are of different recipes: {', '.join(shown)}")
+    for field, what in (("profile", "profiles"), ("overrides", "--set values")):
+        seen = {repr(s.get(field) or None) for s in summaries}
+        if len(seen) > 1:
+            raise MergeError(
+                f"these summaries are of runs with different {what}: {', '.join(sorted(seen))}"
+            )
 
 
 def _missing_shards(named: Sequence[Named]) -> list[str]:

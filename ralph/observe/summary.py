@@ -288,5 +288,5 @@ def _got(value: Any) -> str:
 def _is_shard_label(label: object) -> bool:
     if not isinstance(label, str):
         return True  # a format applies to strings; "type" judges the rest
-    match = re.fullmatch(r"(\d+)/(\d+)", label)
+    match = re.fullmatch(r"([0-9]{1,9})/([0-9]{1,9})", label)
     return match is not None and 1 <= int(match[1]) <= int(match[2])

@@ -86,6 +86,11 @@ MALFORMED = [
     (("tasks", "greet"), None, "tasks.greet: expected a mapping, got null"),
     (("tasks", "greet", "prompts"), 5, "tasks.greet.prompts: expected a mapping, got the number 5"),
     (("shard",), "3/2", 'shard: expected a shard K/N with K from 1 to N, got the string "3/2"'),
+    (
+        ("shard",),
+        "1/" + "9" * 5000,
+        f'shard: expected a shard K/N with K from 1 to N, got the string "1/{"9" * 55}..."',
+    ),
 ]
 
 
@@ -175,7 +180,24 @@ def test_summaries_of_different_recipes_are_refused(
     edited(two, ("name",), "other")
     result = ralph("summary", "merge", str(one), str(two))
     assert result.code == 1
-    assert "these summaries are of different recipes: merge-test, other" in result.err
+    assert "different recipes: merge-test (recipe.yaml), other (recipe.yaml)" in result.err
+    edited(two, ("name",), "merge-test")
+    edited(two, ("recipe",), "/elsewhere/other.yaml")  # of the same name, in another file
+    result = ralph("summary", "merge", str(one), str(two))
+    assert "different recipes: merge-test (other.yaml), merge-test (recipe.yaml)" in result.err
+    edited(two, ("recipe",), "/another/machine/recipe.yaml")  # the same file, elsewhere
+    assert ralph("summary", "merge", str(one), str(two)).code == 0
+
+
+@pytest.mark.parametrize(("field", "value"), [("profile", "prod"), ("overrides", ["tone=x"])])
+def test_shards_run_with_other_settings_are_refused(
+    ralph: Callable[..., Result], tmp_path: Path, field: str, value: object
+) -> None:
+    one, two = shards(ralph, echo_recipe(tmp_path), 2)
+    edited(two, (field,), value)
+    result = ralph("summary", "merge", str(one), str(two))
+    assert result.code == 1
+    assert "these summaries are of runs with different" in result.err
 
 
 def test_missing_shards_need_partial_and_are_named(
