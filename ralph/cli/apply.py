@@ -113,6 +113,7 @@ def apply(
         shard=shard_option(shard),
         serve=parse_address(serve) if serve else None,
         record_prompts=summary_file is not None and summary_file.suffix != ".prom",
+        log_file=log_file,
     )
     # one key ring for the health checks and the run: each key is read once
     keys = KeyRing(model.agents, allow_insecure_file=allow_insecure_key_file)

@@ -10,6 +10,8 @@ Git checkpoints are careful with a repository that is not ralph's:
 - nothing happens unless the agent's workdir is inside a git work tree;
 - only paths under the workdir are added and committed (`git add -A -- .`, `git commit -- .`),
   as author and committer `ralph <ralph@localhost>`, without hooks or signing, never pushed;
+- ralph's own files are left out when they are under the workdir: the output folder (loop
+  states, archived iterations), the response cache (a live SQLite database) and the log file;
 - a rollback happens only while HEAD is still the commit ralph made last; it stashes what
   changed under the workdir since (`git stash push -u`, message `ralph: ... rollback`), so the
   failed work is put aside, not destroyed, and no commit is rewritten or reset.
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,7 @@ class LoopState:
     """Everything a loop needs to go on where it stopped."""
 
     iteration: int = 0
-    answers: list[str] = field(default_factory=list)  # the last few, each cut to previous_size
+    answers: list[str] = field(default_factory=list)  # the last few, whole
     consecutive_failures: int = 0
     checkpoint: str | None = None  # the last commit ralph made in the workdir's repository
     stop: str | None = None  # why it ended; None while it runs (or when it was cut off)
@@ -73,40 +76,74 @@ class LoopState:
         if not isinstance(data, dict) or data.pop("version", None) != STATE_VERSION:
             return cls()
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        try:
-            return cls(**known)
-        except TypeError:
-            return cls()
+        if not all(_STATE_TYPES[k](v) for k, v in known.items()):
+            return cls()  # edited by hand into something no loop saves
+        return cls(**known)
 
     def save(self, path: Path) -> None:
         data: dict[str, Any] = {"version": STATE_VERSION, **asdict(self)}
         write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
-    def context(self, iteration: int, history: int) -> LoopContext:
-        """The template variables of `iteration`: `previous` and the last `history` answers."""
-        answers = self.answers
+    def context(self, iteration: int, history: int, limit_bytes: int) -> LoopContext:
+        """The template variables of `iteration`: `previous` and the last `history` answers,
+        each cut to its last `limit_bytes`."""
+        answers = [tail(answer, limit_bytes) for answer in self.answers]
         return LoopContext(
             iteration, answers[-1] if answers else "", tuple(answers[-history:] if history else ())
         )
 
-    def remember(self, answer: str, keep: int, limit_bytes: int) -> None:
-        """Keep the end of `answer` (at most `limit_bytes`) among the last `keep` answers."""
-        self.answers = [*self.answers, tail(answer, limit_bytes)][-max(1, keep) :]
+    def remember(self, answer: str, keep: int) -> None:
+        """Keep `answer` among the last `keep` answers: whole, as the stall rule compares them."""
+        self.answers = [*self.answers, answer][-max(1, keep) :]
 
 
 def tail(text: str, limit: int) -> str:
     """The end of `text`, at most `limit` bytes of UTF-8, never splitting a character."""
+    if limit <= 0:
+        return ""
     data = text.encode()
     return text if len(data) <= limit else data[-limit:].decode("utf-8", "ignore")
 
 
-def fingerprint(task: Task, item: Any) -> str:
-    """What a loop's state belongs to: its item and the task's prompt and system templates.
-    A prompt_file counts by neither path nor text: it is read again every iteration, and
-    editing it while loops run is how they are steered."""
+def _optional(kind: type) -> Any:
+    return lambda value: value is None or (isinstance(value, kind) and not isinstance(value, bool))
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _amount(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+_STATE_TYPES: dict[str, Any] = {
+    "iteration": _count,
+    "answers": lambda value: isinstance(value, list) and all(isinstance(a, str) for a in value),
+    "consecutive_failures": _count,
+    "checkpoint": _optional(str),
+    "stop": _optional(str),
+    "reason": _optional(str),
+    "tokens": _count,
+    "cost_usd": _amount,
+    "elapsed_s": _amount,
+    "agent": _optional(str),
+    "output": _optional(str),
+    "answer": _optional(str),
+    "fingerprint": _optional(str),
+}
+"""What each saved field must be; a state that is anything else is not reused."""
+
+
+def fingerprint(task: Task, item: Any, context: Any) -> str:
+    """What a loop's state belongs to: its item, the task's prompt and system templates, and
+    what else they are rendered with (`context`: the vars, which --set and profiles change,
+    and earlier tasks' outputs). A prompt_file counts by neither path nor text: it is read
+    again every iteration, and editing it while loops run is how they are steered."""
     digest = hashlib.sha256(canonical(item))
     templates = json.dumps([task.prompt, task.system], ensure_ascii=False)
     digest.update(templates.encode("utf-8", "surrogatepass"))
+    digest.update(canonical(context))
     return digest.hexdigest()[:32]
 
 
@@ -158,9 +195,16 @@ class Checkpoints:
     """Commits of one workdir; one lock per repository keeps concurrent loops out of each
     other's index."""
 
-    def __init__(self, workdir: Path, lock: asyncio.Lock) -> None:
+    def __init__(self, workdir: Path, lock: asyncio.Lock, own: Sequence[Path] = ()) -> None:
+        """`own`: ralph's files and folders (outputs, cache, log), never committed or stashed."""
         self.workdir = workdir
         self.lock = lock
+        top = workdir.resolve()
+        # (not the workdir itself, as with --out .: excluding it would leave nothing to commit)
+        inside = [
+            p.resolve() for p in own if p.resolve().is_relative_to(top) and p.resolve() != top
+        ]
+        self.paths = [".", *(f":(exclude){p.relative_to(top).as_posix()}" for p in inside)]
 
     @staticmethod
     async def repository(workdir: Path) -> Path | None:
@@ -176,14 +220,14 @@ class Checkpoints:
     async def commit(self, message: str) -> tuple[str | None, str]:
         """Commit every change under the workdir: the new commit, or None and why not."""
         async with self.lock:
-            added = await git(self.workdir, "add", "-A", "--", ".")
+            added = await git(self.workdir, "add", "-A", "--", *self.paths)
             if added.code != 0:
                 return None, f"git add failed: {added.out}"
-            staged = await git(self.workdir, "diff", "--cached", "--quiet", "--", ".")
+            staged = await git(self.workdir, "diff", "--cached", "--quiet", "--", *self.paths)
             if staged.code == 0:
                 return None, "nothing changed"
             committed = await git(
-                self.workdir, "commit", "--no-verify", "-q", "-m", message, "--", "."
+                self.workdir, "commit", "--no-verify", "-q", "-m", message, "--", *self.paths
             )
             if committed.code != 0:
                 return None, f"git commit failed: {committed.out}"
@@ -202,7 +246,14 @@ class Checkpoints:
             if head != checkpoint:
                 return f"skipped: HEAD is {(head or 'unborn')[:12]}, not ralph's {checkpoint[:12]}"
             stashed = await git(
-                self.workdir, "stash", "push", "--include-untracked", "-m", message, "--", "."
+                self.workdir,
+                "stash",
+                "push",
+                "--include-untracked",
+                "-m",
+                message,
+                "--",
+                *self.paths,
             )
             if stashed.code != 0:
                 return f"failed: git stash: {stashed.out}"

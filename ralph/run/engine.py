@@ -49,6 +49,7 @@ class RunOptions:
     shard: Shard | None = None
     serve: tuple[str, int] | None = None
     record_prompts: bool = False  # each item's prompt key in the summary, for plan --against
+    log_file: Path | None = None  # ralph's own, like out_dir and cache_dir: loops never commit it
 
 
 class Engine:

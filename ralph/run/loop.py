@@ -44,7 +44,7 @@ from ralph.run.outputs import (
     safe_output_path,
     write_atomic,
 )
-from ralph.run.prepare import ItemRejected, Prepared
+from ralph.run.prepare import ItemRejected, Prepared, reads_outputs
 from ralph.run.writer import Done
 
 if TYPE_CHECKING:
@@ -69,6 +69,10 @@ class LoopTask:
             else None
         )
         self.workdir = engine.recipe.agents[task.agent].workdir or engine.recipe.base_dir
+        # what the templates are rendered with besides the item, for the states' fingerprints
+        reads = engine.outputs if reads_outputs(task) else None
+        self.context = {"vars": engine.recipe.vars, "outputs": reads}
+        self._keys: set[str] = set()  # of this run's items: each loop's folder is named by one
         self._git: Checkpoints | None = None
         self._looked_for_git = False
         self._git_lock = asyncio.Lock()
@@ -81,7 +85,10 @@ class LoopTask:
             if not self._looked_for_git:
                 self._looked_for_git = True
                 if await Checkpoints.repository(self.workdir) is not None:
-                    self._git = Checkpoints(self.workdir, asyncio.Lock())
+                    options = self.task_run.engine.options
+                    mine = (options.out_dir, options.cache_dir, options.log_file)
+                    own = [path for path in mine if path is not None]
+                    self._git = Checkpoints(self.workdir, asyncio.Lock(), own)
                 else:
                     event(
                         self.task_run.log,
@@ -93,6 +100,18 @@ class LoopTask:
         return self._git
 
     async def process(self, index: int, item: Any) -> None:
+        key = item_key(item, index)
+        if key in self._keys and self.task_run.task.items is not None:
+            reason = (
+                f"an earlier item has the key '{key}' too: each loop keeps its state in a "
+                "folder named by its item's key, so loop items need ids of their own"
+            )
+            self.task_run.fail(index, item, reason)
+            if self.lines is not None:
+                record = {"index": index, "item": thaw(item), "status": "failed", "error": reason}
+                self.lines.add(index, record)
+            return
+        self._keys.add(key)
         await ItemLoop(self, index, item).run()
 
     def close(self) -> None:
@@ -112,7 +131,7 @@ class ItemLoop:
         )
         self.state_path = self.dir / "state.json"
         self.state = LoopState.load(self.state_path)
-        mark = fingerprint(self.task_run.task, item)
+        mark = fingerprint(self.task_run.task, item, shared.context)
         # the iterations of a saved state that is not this item's (0: nothing worth a word)
         self.replaced = self.state.iteration if self.state.fingerprint != mark else 0
         if self.state.fingerprint != mark:
@@ -180,7 +199,7 @@ class ItemLoop:
         return None
 
     def _prepare(self, number: int) -> Prepared:
-        context = self.state.context(number, self.loop.history)
+        context = self.state.context(number, self.loop.history, self.loop.previous_bytes)
         return self.task_run.preparer.prepare(self.index, self.item, context)
 
     async def _answered(
@@ -194,7 +213,7 @@ class ItemLoop:
         state.agent, state.output = rt.agent.name, prepared.output
         self.final, self.answer = prepared, text
         write_atomic(self._archive(number, "answer"), text)
-        state.remember(text, max(loop.history, loop.stall_window), loop.previous_bytes)
+        state.remember(text, max(loop.history, loop.stall_window))
         verdict, likeness = await self._judge(prepared, text)
         self._log_iteration(
             number,

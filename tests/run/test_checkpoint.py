@@ -141,3 +141,33 @@ def test_a_key_with_a_lone_surrogate_still_gets_its_own_folder(tmp_path: Path) -
     folders = {loop_folder(tmp_path, "t", key) for key in ("a\ud800", "a\udc00", "a_")}
     assert len(folders) == 3 and all(f.parent == tmp_path / "t" for f in folders)
     assert loop_folder(tmp_path, "t", "a\ud800").name.startswith("a_-")
+
+
+def test_ralphs_own_files_are_never_committed_or_stashed(ralph: Ralph, tmp_path: Path) -> None:
+    """The workdir holds the output folder and the response cache: they stay ralph's."""
+    plan = {
+        "1": {"write": {"code.py": "good = True\n"}},
+        "*": {"write": {"code.py": "broken(\n"}, "exit": 1},
+    }
+    loop = """
+        until: LOOP_COMPLETE
+        max_consecutive_failures: 2
+        checkpoint: {every: 1, on_failure: rollback}
+    """
+    case = loop_case(tmp_path, plan, loop)
+    case.recipe.write_text(case.recipe.read_text().replace("workdir: work", "workdir: ."))
+    git(tmp_path, "init", "-q", ".")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "-m", "start")
+    result = case.apply(ralph)
+    assert result.code == 3, result.out
+    start = git(tmp_path, "rev-list", "--max-parents=0", "HEAD")
+    committed = git(tmp_path, "log", "--name-only", "--format=", f"{start}..HEAD").split()
+    stashed = git(tmp_path, "stash", "show", "--include-untracked", "--name-only", "stash@{0}")
+    assert "code.py" in committed and "code.py" in stashed.split()
+    for path in [*committed, *stashed.split()]:
+        assert not path.startswith((".ralph/", "out/", "log.jsonl")), path
+    assert (case.out / "build" / "state.json").is_file()
+    assert (tmp_path / ".ralph" / "cache" / "cache.db").is_file()
+    untracked = git(tmp_path, "status", "--porcelain", "--untracked-files=normal").splitlines()
+    assert {"?? .ralph/", "?? log.jsonl", "?? out/"} <= set(untracked)

@@ -472,3 +472,63 @@ def test_a_finished_loop_writes_its_output_again_without_running(
     assert case.apply(ralph).code == 0
     assert server.counts.get(CHAT, 0) == 0, "a loop that ended done is not run again"
     assert result_file.read_text() == "done: LOOP_COMPLETE"
+
+
+def test_a_loop_state_is_not_reused_after_a_var_changed(ralph: Ralph, tmp_path: Path) -> None:
+    plan = {"2": {"say": "LOOP_COMPLETE"}}
+    case = loop_case(tmp_path, plan, "{until: LOOP_COMPLETE}")
+    recipe = case.recipe.read_text().replace(
+        "prompt_file: prompt.txt", "prompt: 'Build {{ vars.feature }}, iteration {{ iteration }}'"
+    )
+    case.recipe.write_text(recipe.replace("limits: {}", "vars: {feature: login}\nlimits: {}"))
+    assert case.apply(ralph).code == 0
+    assert case.apply(ralph, "--set", "feature=payments").code == 0
+    assert case.calls() == [1, 2, 1, 2], "the payments loop ran: the login one was not reused"
+    prompt = (case.iterations() / "0001.prompt.md").read_text()
+    assert prompt == "Build payments, iteration 1"
+
+
+def test_two_items_with_one_key_cannot_share_a_loop(ralph: Ralph, tmp_path: Path) -> None:
+    plan = {"1": {"say": "LOOP_COMPLETE"}}
+    items = "for_each: [{id: '1', name: alpha}, {name: beta}]"  # beta, at position 1, is '1' too
+    prompt = "Item {{ item.name }}, iteration {{ iteration }}\n"
+    case = loop_case(tmp_path, plan, "{until: LOOP_COMPLETE}", prompt=prompt, task_extra=items)
+    assert case.apply(ralph).code == 3
+    lines = case.lines()
+    assert [(r["item"]["name"], r["status"]) for r in lines] == [
+        ("alpha", "done"),
+        ("beta", "failed"),
+    ]
+    assert lines[1]["error"].startswith("an earlier item has the key '1' too")
+    assert case.apply(ralph).code == 3
+    assert case.calls() == [1], "alpha's finished loop is kept, not paid for again"
+
+
+def test_a_previous_size_of_nothing_holds_nothing(ralph: Ralph, tmp_path: Path) -> None:
+    prompt = "Iteration {{ iteration }}; previous: [{{ previous }}]\n"
+    loop = "{until: LOOP_COMPLETE, max_iterations: 2, previous_size: 0B}"
+    case = loop_case(tmp_path, {}, loop, prompt=prompt)
+    assert case.apply(ralph).code == 3
+    assert (case.iterations() / "0002.prompt.md").read_text() == "Iteration 2; previous: []\n"
+
+
+def test_answers_that_only_end_alike_do_not_stall(ralph: Ralph, tmp_path: Path) -> None:
+    # previous_size keeps only their common ending; the stall rule compares them whole
+    ending = "\nStill working; next step pending."
+    plan = {
+        str(n): {"say": f"{word} " * 60 + ending}
+        for n, word in enumerate(["alpha", "bravo", "charlie", "delta"], start=1)
+    }
+    loop = "{until: LOOP_COMPLETE, max_iterations: 4, previous_size: 40B}"
+    case = loop_case(tmp_path, plan, loop)
+    assert_stopped(case, case.apply(ralph), "max_iterations", 4)
+
+
+def test_a_state_edited_into_nonsense_is_not_reused(ralph: Ralph, tmp_path: Path) -> None:
+    case = loop_case(tmp_path, {"2": {"say": "LOOP_COMPLETE"}}, "{until: LOOP_COMPLETE}")
+    assert case.apply(ralph).code == 0
+    state = case.out / "build" / "state.json"
+    state.write_text(state.read_text().replace('"iteration": 2', '"iteration": "2"'))
+    result = case.apply(ralph)
+    assert result.code == 0, result.out + result.err
+    assert case.calls() == [1, 2, 1, 2]
