@@ -65,6 +65,7 @@ class LoopState:
     output: str | None = None  # the rendered output path of the final iteration
     answer: str | None = None  # the final answer, kept once the loop is done
     fingerprint: str | None = None  # of the item and templates this state belongs to
+    judged: bool = True  # False between an answer (saved, paid for) and its `until` verdict
 
     @classmethod
     def load(cls, path: Path) -> LoopState:
@@ -131,6 +132,7 @@ _STATE_TYPES: dict[str, Any] = {
     "output": _optional(str),
     "answer": _optional(str),
     "fingerprint": _optional(str),
+    "judged": lambda value: isinstance(value, bool),
 }
 """What each saved field must be; a state that is anything else is not reused."""
 

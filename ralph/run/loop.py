@@ -153,7 +153,9 @@ class ItemLoop:
         self.state.stop = self.state.reason = None
         self._sweep()
         self.git = await self.shared.checkpoints()
-        stop = await self._iterate()
+        stop = await self._judge_saved() if not self.state.judged else None
+        if stop is None:
+            stop = await self._iterate()
         if stop is None:  # a run limit or Ctrl-C: the saved state is where the next run goes on
             self._save()
             self.task_run.not_started(self.index)
@@ -214,7 +216,12 @@ class ItemLoop:
         self.final, self.answer = prepared, text
         write_atomic(self._archive(number, "answer"), text)
         state.remember(text, max(loop.history, loop.stall_window))
+        # saved before the verdict: a check that is cut off (Ctrl-C in a long test run) must
+        # not lose an answer that was paid for; the next run judges it first
+        state.judged = False
+        self._save()
         verdict, likeness = await self._judge(prepared, text)
+        state.judged = True
         self._log_iteration(
             number,
             "ok",
@@ -237,11 +244,36 @@ class ItemLoop:
             await self._checkpoint(number)
         return None
 
-    async def _judge(self, prepared: Prepared, text: str) -> tuple[Verdict, float | None]:
-        """Whether `until` holds, and else how alike the last answers are if they stalled."""
-        reference = self.task_run.preparer.instructions(self.item, self.state.iteration) or (
-            f"{prepared.system}\n{prepared.prompt}" if prepared.system else prepared.prompt
+    async def _judge_saved(self) -> str | None:
+        """The verdict on the last answer, which a stop cut off before it was judged: the
+        loop's stop if it is one (None: go on iterating)."""
+        number = self.state.iteration
+        try:
+            text = self._archive(number, "answer").read_text("utf-8")
+        except (OSError, UnicodeError):
+            self.state.judged = True  # nothing left to judge: the next iteration will tell
+            return None
+        verdict, likeness = await self._judge(None, text)
+        self.state.judged = True
+        self._log(
+            logging.INFO,
+            "loop_judged",
+            iteration=number,
+            until="met" if verdict.met else "not met",
+            detail=verdict.why,
         )
+        if verdict.met:
+            self.answer = text
+            return DONE
+        return "stalled" if likeness is not None else None
+
+    async def _judge(self, prepared: Prepared | None, text: str) -> tuple[Verdict, float | None]:
+        """Whether `until` holds, and else how alike the last answers are if they stalled."""
+        reference = self.task_run.preparer.instructions(self.item, self.state.iteration)
+        if not reference and prepared is not None:
+            reference = (
+                f"{prepared.system}\n{prepared.prompt}" if prepared.system else prepared.prompt
+            )
         verdict = await evaluate(self.loop.until, text, reference, self.shared.workdir)
         if verdict.met:
             return verdict, None

@@ -427,6 +427,24 @@ def test_ctrl_c_exits_130_and_the_loop_resumes(ralph: Ralph, tmp_path: Path) -> 
     assert case.calls().count(1) == 1
 
 
+def test_an_answer_whose_check_ctrl_c_cut_off_is_judged_on_resume(
+    ralph: Ralph, tmp_path: Path
+) -> None:
+    slow = "{until: {command: [sh, -c, 'touch judging; sleep 30']}}"
+    case = loop_case(tmp_path, {}, slow)
+    process = start_apply(case.recipe, case.out)
+    try:
+        wait_for(case.work / "judging", process)  # the answer is in; its check is running
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err.decode()
+    case.recipe.write_text(case.recipe.read_text().replace("'touch judging; sleep 30'", "'true'"))
+    assert_stopped(case, case.apply(ralph), "done", 0, first=2)
+    assert case.calls() == [1], "the answer paid for before Ctrl-C was judged, not asked again"
+
+
 def test_a_loop_that_hit_max_iterations_goes_on_when_the_limit_is_raised(
     ralph: Ralph, tmp_path: Path
 ) -> None:
