@@ -27,8 +27,9 @@ from ralph.providers.base import AttemptError, estimate_tokens
 from ralph.recipe.model import Recipe, Task
 from ralph.run.agents import reserved_output_tokens
 from ralph.run.attempts import worst_input_tokens
+from ralph.run.checkpoint import LoopState, fingerprint, loop_folder
 from ralph.run.outputs import OutputPathError
-from ralph.run.prepare import ItemRejected, Preparer
+from ralph.run.prepare import ItemRejected, LoopContext, Prepared, Preparer, reads_outputs
 
 if TYPE_CHECKING:
     from ralph.shard import Shard
@@ -142,14 +143,20 @@ class Plan:
 
 
 def build_plan(
-    recipe: Recipe, cache_dir: Path | None, show: int | None = 3, shard: Shard | None = None
+    recipe: Recipe,
+    cache_dir: Path | None,
+    show: int | None = 3,
+    shard: Shard | None = None,
+    out_dir: Path = Path("out"),
 ) -> Plan:
-    """The plan for `recipe`, with `show` prompts per task (None: all) and cache hits."""
+    """The plan for `recipe`, with `show` prompts per task (None: all), cache hits and the
+    loops saved under `out_dir`."""
     cache = _CachePeek(cache_dir)
     try:
         outputs: dict[str, Any] = {}
         tasks = tuple(
-            _task_plan(recipe, task, cache, outputs, show, shard) for task in recipe.tasks
+            _task_plan(recipe, task, _Sources(cache, out_dir, outputs), show, shard)
+            for task in recipe.tasks
         )
     finally:
         cache.close()
@@ -221,14 +228,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class _Sources:
+    """What a plan knows of earlier work: the cache, saved loops, earlier tasks' answers."""
+
+    cache: _CachePeek
+    out_dir: Path
+    outputs: dict[str, Any]
+
+
 def _task_plan(
-    recipe: Recipe,
-    task: Task,
-    cache: _CachePeek,
-    outputs: dict[str, Any],
-    show: int | None,
-    shard: Shard | None,
+    recipe: Recipe, task: Task, sources: _Sources, show: int | None, shard: Shard | None
 ) -> TaskPlan:
+    cache, outputs = sources.cache, sources.outputs
+    loops = _Loops(recipe, task, sources) if task.loop is not None else None
     agent = recipe.agents[task.agent]
     # the run looks an item up under every agent of the chain, in order
     chain = [
@@ -236,7 +249,7 @@ def _task_plan(
     ]
     preparer = Preparer(recipe, task, outputs)
     use_cache = task.cache.enabled and task.loop is None
-    items = cached = input_tokens = worst_input = sendable = 0
+    items = cached = sendable = times = first_input = input_tokens = worst_input = 0
     prompts: list[RenderedPrompt] = []
     errors: list[ItemError] = []
     # what later tasks will see as outputs.<task>: the cached answer, or a stand-in (an item
@@ -258,18 +271,25 @@ def _task_plan(
         requests = [(maker.key(prepared.request(chained)), chained) for maker, chained in chain]
         prompt_keys[key] = short_key(requests[0][0])
         answer = _cached_answer(cache, [k for k, _ in requests], task) if use_cache else None
+        left, worst = 1, prepared
+        if loops is not None:
+            answer, left = loops.saved(index, item, key)
+            worst = loops.longest(index, item) or prepared
         slot = key if key != str(index) else index
         answers[slot] = answer if answer is not None else f"<answer of {task.name} item {key}>"
         if answer is not None:
             cached += 1
             continue
+        if not left:  # a loop its limit already stopped: it stops again, asking nothing
+            continue
         sendable += 1
+        times += left
         ratio = agent.chars_per_token
         system = estimate_tokens(prepared.system, ratio) if prepared.system else 0
-        input_tokens += estimate_tokens(prepared.prompt, ratio) + system
-        worst_input += worst_input_tokens(prepared.request(agent))
+        first_input += estimate_tokens(prepared.prompt, ratio) + system
+        input_tokens += (estimate_tokens(prepared.prompt, ratio) + system) * left
+        worst_input += worst_input_tokens(worst.request(agent)) * left
     outputs[task.name] = next(iter(answers.values()), None) if task.items is None else answers
-    loops = task.loop.max_iterations if task.loop is not None else 1
     worst_output = reserved_output_tokens(agent)  # the worst case a run's budget holds back
     price_in, price_out = agent.pricing.input_per_mtok / 1e6, agent.pricing.output_per_mtok / 1e6
     return TaskPlan(
@@ -280,16 +300,46 @@ def _task_plan(
         items=items,
         cached=cached,
         requests=sendable,
-        max_requests=sendable * loops,
-        input_tokens=input_tokens * loops,
-        max_input_tokens=worst_input * loops,
-        max_output_tokens=sendable * loops * worst_output,
-        cost_min_usd=input_tokens * price_in,
-        cost_max_usd=loops * (worst_input * price_in + sendable * worst_output * price_out),
+        max_requests=times,
+        input_tokens=input_tokens,
+        max_input_tokens=worst_input,
+        max_output_tokens=times * worst_output,
+        cost_min_usd=first_input * price_in,
+        cost_max_usd=worst_input * price_in + times * worst_output * price_out,
         prompts=tuple(prompts),
         errors=tuple(errors),
         prompt_keys=prompt_keys,
     )
+
+
+class _Loops:
+    """What a loop task's items have left to do, by their saved states, and their longest
+    prompt: the last allowed iteration's, with `previous` and `history` at their full size."""
+
+    def __init__(self, recipe: Recipe, task: Task, sources: _Sources) -> None:
+        assert task.loop is not None
+        self.task, self.loop, self.out_dir = task, task.loop, sources.out_dir
+        self.preparer = Preparer(recipe, task, sources.outputs)
+        reads = sources.outputs if reads_outputs(task) else None
+        self.context = {"vars": recipe.vars, "outputs": reads}  # as the run fingerprints it
+
+    def saved(self, index: int, item: Any, key: str) -> tuple[str | None, int]:
+        """The answer of a loop that ended done (else None), and the iterations it has left."""
+        folder = loop_folder(self.out_dir, self.task.name, key if self.task.items else None)
+        state = LoopState.load(folder / "state.json")
+        if state.fingerprint != fingerprint(self.task, item, self.context):
+            return None, self.loop.max_iterations
+        if state.stop == "done" and state.answer is not None:
+            return state.answer, 0
+        return None, max(0, self.loop.max_iterations - state.iteration)
+
+    def longest(self, index: int, item: Any) -> Prepared | None:
+        full = "x" * self.loop.previous_bytes
+        context = LoopContext(self.loop.max_iterations, full, (full,) * self.loop.history)
+        try:
+            return self.preparer.prepare(index, item, context)
+        except (ItemRejected, OutputPathError):
+            return None
 
 
 def _cached_answer(cache: _CachePeek, keys: list[str], task: Task) -> str | None:

@@ -102,7 +102,7 @@ def apply(
     model, shard = load_target(recipe, profile, sets, shard)
     resolved_cache = None if no_cache else (cache_dir or default_cache_dir(model.path))
     if dry_run:  # with --no-cache the plan counts every item as a request, as the run would
-        return print_plan(model, resolved_cache, fmt, show, shard, prompts_file)
+        return print_plan(model, resolved_cache, out, fmt, show, shard, prompts_file)
     from ralph.keys import KeyRing
     from ralph.run.engine import RunOptions
 
@@ -148,6 +148,7 @@ def load_target(
 def print_plan(
     model: Recipe,
     cache_dir: Path | None,
+    out_dir: Path,
     fmt: PlanFormat,
     show: str,
     shard: str | None,
@@ -155,19 +156,24 @@ def print_plan(
 ) -> int:
     from ralph.render.plan import render_plan
 
-    plan = make_plan(model, cache_dir, show, shard, prompts_file)
+    plan = make_plan(model, cache_dir, out_dir, show, shard, prompts_file)
     typer.echo(render_plan(plan, fmt.value, parse_show(show)))
     return plan_exit_code(plan)
 
 
 def make_plan(
-    model: Recipe, cache_dir: Path | None, show: str, shard: str | None, prompts_file: Path | None
+    model: Recipe,
+    cache_dir: Path | None,
+    out_dir: Path,
+    show: str,
+    shard: str | None,
+    prompts_file: Path | None,
 ) -> Plan:
     """The plan, rendering every prompt when they all go to `prompts_file` (written here)."""
     from ralph.plan import build_plan
 
     limit = None if prompts_file is not None else parse_show(show)
-    plan = build_plan(model, cache_dir, limit, shard_option(shard))
+    plan = build_plan(model, cache_dir, limit, shard_option(shard), out_dir)
     if prompts_file is not None:
         from ralph.render.plan import render_prompts
         from ralph.run.outputs import write_atomic

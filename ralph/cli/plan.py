@@ -30,6 +30,9 @@ def plan_command(
     profile: ProfileOption = None,
     sets: SetOption = None,
     cache_dir: CacheDirOption = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Where the run writes outputs (its loops' states).")
+    ] = Path("out"),
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Save the plan here (JSON).")
     ] = None,
@@ -61,7 +64,8 @@ def plan_command(
 
     last_run = read_summary(against) if against is not None else None  # refused before any work
     model, shard = load_target(recipe, profile, sets, shard)
-    plan = make_plan(model, cache_dir or default_cache_dir(model.path), show, shard, prompts_file)
+    cache = cache_dir or default_cache_dir(model.path)
+    plan = make_plan(model, cache, out, show, shard, prompts_file)
     if output is not None:
         write_atomic(output, dumps_pretty(plan.as_dict()) + "\n")
     if last_run is None:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ralph.testing import FakeLLMServer, Fault
 from tests.conftest import Result, start_apply, write_recipe
@@ -550,3 +551,42 @@ def test_a_state_edited_into_nonsense_is_not_reused(ralph: Ralph, tmp_path: Path
     result = case.apply(ralph)
     assert result.code == 0, result.out + result.err
     assert case.calls() == [1, 2, 1, 2]
+
+
+def test_a_plan_counts_finished_loops_as_cached_and_what_others_have_left(
+    ralph: Ralph, tmp_path: Path
+) -> None:
+    prompt = "Item {{ item.id }}, iteration {{ iteration }}\n"
+    items = "for_each: [{id: a}, {id: b}]"
+    loop = "{until: LOOP_COMPLETE, max_iterations: 5}"
+    case = loop_case(
+        tmp_path, {"2": {"say": "LOOP_COMPLETE"}}, loop, prompt=prompt, task_extra=items
+    )
+    assert case.apply(ralph).code == 0
+
+    def planned() -> tuple[int, dict[str, Any]]:
+        shown = ralph(
+            "plan", str(case.recipe), "--out", str(case.out), "-f", "json", "--detailed-exitcode"
+        )
+        return shown.code, json.loads(shown.out)["tasks"][0]
+
+    code, task = planned()
+    assert (code, task["cached"], task["requests"]) == (0, 2, 0)
+    state = case.out / "build" / "b" / "state.json"  # b as a stop would have left it
+    data = json.loads(state.read_text())
+    data.update(stop=None, answer=None, iteration=1)
+    state.write_text(json.dumps(data))
+    code, task = planned()
+    assert (code, task["cached"], task["requests"], task["max_requests"]) == (2, 1, 1, 4)
+
+
+def test_a_loops_worst_case_has_previous_and_history_at_their_full_size(
+    ralph: Ralph, tmp_path: Path
+) -> None:
+    prompt = "Iteration {{ iteration }}\n{{ previous }}\n{{ history | join('\n') }}\n"
+    loop = "{until: LOOP_COMPLETE, max_iterations: 3, history: 2, previous_size: 1KB}"
+    case = loop_case(tmp_path, {}, loop, prompt=prompt)
+    shown = ralph("plan", str(case.recipe), "--out", str(case.out), "-f", "json")
+    task = json.loads(shown.out)["tasks"][0]
+    assert task["max_requests"] == 3
+    assert task["max_input_tokens"] >= 3 * 3 * 1000  # previous and two history entries, 3 times
