@@ -198,3 +198,54 @@ class ResponseCache:
 
     def close(self) -> None:
         self._cache.close()
+
+
+_MODE_TEXT_FILE = 3  # diskcache keeps long strings in a file beside the database
+
+
+class CachePeek:
+    """Read-only look-ups in the response cache: a dry run or `cache explain` must not write,
+    not even SQLite's bookkeeping, so this reads diskcache's database directly instead of
+    through diskcache."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self._db: sqlite3.Connection | None = None
+        self._directory = directory or Path()
+        database = directory / "cache.db" if directory is not None else None
+        if database is None or not database.is_file():
+            return
+        # immutable: even a read-only open of a WAL database creates its -shm and -wal files.
+        # The price: answers a killed run left in an uncheckpointed WAL count as misses.
+        try:
+            uri = f"{database.resolve().as_uri()}?mode=ro&immutable=1"  # as_uri: '#', '?' escaped
+            self._db = sqlite3.connect(uri, uri=True)
+            self._db.execute("SELECT 1 FROM Cache LIMIT 1")
+        except sqlite3.Error:
+            self._db = None
+
+    def answer(self, key: str) -> str | None:
+        """The cached answer text under `key`, if it is there and not expired."""
+        if self._db is None:
+            return None
+        row = self._db.execute(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
+            " AND (expire_time IS NULL OR expire_time > ?)",
+            (key, time.time()),
+        ).fetchone()
+        if row is None:
+            return None
+        mode, filename, value = row
+        if mode == _MODE_TEXT_FILE and filename:
+            try:
+                value = (self._directory / filename).read_text("utf-8")
+            except (OSError, UnicodeError):  # a damaged cache: the run asks again, as here
+                return None
+        try:
+            text = loads(value)[0]
+        except (TypeError, ValueError, IndexError):
+            return None
+        return text if isinstance(text, str) else None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ralph.cache import ResponseCache, cache_key, key_parts
+from ralph.cache import CachePeek, cache_key, key_parts
 from ralph.errors import UsageError
 from ralph.items import numbered_items
 from ralph.recipe.model import ItemSource, Recipe
@@ -47,18 +47,17 @@ def explain_item(
         prepared = Preparer(recipe, task, {}).prepare(index, item)
     except (ItemRejected, OutputPathError) as exc:
         raise UsageError(f"item {index} cannot be rendered: {exc}") from None
-    # a cache folder that does not exist holds nothing; explaining must not make one
-    cache = ResponseCache(cache_dir) if cache_dir.is_dir() else None
+    # read-only, as a plan reads it: explaining makes no cache folder and writes to none
+    cache = CachePeek(cache_dir)
     try:
         for name in recipe.fallback_chain(task.agent):
             agent = recipe.agents[name]
             request = prepared.request(agent)
             key = cache_key(agent, request)
-            held = cache is not None and key in cache
+            held = cache.answer(key) is not None
             yield KeyExplanation(agent.name, key, key_parts(agent, request), held)
     finally:
-        if cache is not None:
-            cache.close()
+        cache.close()
 
 
 def _nth_item(source: ItemSource | None, index: int) -> tuple[int, Any] | None:

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ralph.cache import KeyMaker, short_key
+from ralph.cache import CachePeek, KeyMaker, short_key
 from ralph.errors import RalphError
-from ralph.fastjson import loads
 from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import item_key, numbered_items
 from ralph.observe.summary import SHARD_LABEL, shape_problem
@@ -151,7 +148,7 @@ def build_plan(
 ) -> Plan:
     """The plan for `recipe`, with `show` prompts per task (None: all), cache hits and the
     loops saved under `out_dir`."""
-    cache = _CachePeek(cache_dir)
+    cache = CachePeek(cache_dir)
     try:
         outputs: dict[str, Any] = {}
         tasks = tuple(
@@ -232,7 +229,7 @@ def _sha256(path: Path) -> str:
 class _Sources:
     """What a plan knows of earlier work: the cache, saved loops, earlier tasks' answers."""
 
-    cache: _CachePeek
+    cache: CachePeek
     out_dir: Path
     outputs: dict[str, Any]
 
@@ -342,7 +339,7 @@ class _Loops:
             return None
 
 
-def _cached_answer(cache: _CachePeek, keys: list[str], task: Task) -> str | None:
+def _cached_answer(cache: CachePeek, keys: list[str], task: Task) -> str | None:
     """The first answer cached under the chain's keys that today's output filters accept."""
     for key in keys:
         answer = _filtered(cache.answer(key), task)
@@ -378,49 +375,3 @@ def _limit_checks(recipe: Recipe, tasks: tuple[TaskPlan, ...]) -> tuple[LimitChe
         for name, value in allowed.items()
         if value is not None
     )
-
-
-_MODE_TEXT_FILE = 3  # diskcache keeps long strings in a file beside the database
-
-
-class _CachePeek:
-    """Read-only look-ups in the response cache: a dry run must not write, not even SQLite's
-    bookkeeping, so this reads diskcache's database directly instead of through diskcache."""
-
-    def __init__(self, directory: Path | None) -> None:
-        self._db: sqlite3.Connection | None = None
-        self._directory = directory or Path()
-        database = directory / "cache.db" if directory is not None else None
-        if database is None or not database.is_file():
-            return
-        # immutable: even a read-only open of a WAL database creates its -shm and -wal files.
-        # The price: answers a killed run left in an uncheckpointed WAL count as misses.
-        try:
-            self._db = sqlite3.connect(f"file:{database}?mode=ro&immutable=1", uri=True)
-            self._db.execute("SELECT 1 FROM Cache LIMIT 1")
-        except sqlite3.Error:
-            self._db = None
-
-    def answer(self, key: str) -> str | None:
-        """The cached answer text under `key`, if it is there and not expired."""
-        if self._db is None:
-            return None
-        row = self._db.execute(
-            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
-            " AND (expire_time IS NULL OR expire_time > ?)",
-            (key, time.time()),
-        ).fetchone()
-        if row is None:
-            return None
-        mode, filename, value = row
-        if mode == _MODE_TEXT_FILE and filename:
-            value = (self._directory / filename).read_text("utf-8")
-        try:
-            text = loads(value)[0]
-        except (TypeError, ValueError, IndexError):
-            return None
-        return text if isinstance(text, str) else None
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()

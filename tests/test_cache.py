@@ -416,3 +416,35 @@ def test_a_cache_dir_that_is_a_file_is_a_clear_error(
         f"error: the cache folder {afile} is a file, not a folder\n",
     )
     assert afile.read_text() == "not a cache"
+
+
+def test_cache_explain_reads_the_cache_without_writing_to_it(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache #1?"  # a path a file: URI must escape
+    recipe = write_recipe(tmp_path, ECHO_RECIPE)
+    assert ralph(*apply_args(recipe, tmp_path / "out", "--cache-dir", str(cache))).code == 0
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in cache.rglob("*")}
+    shown = ralph("cache", "explain", str(recipe), "--task", "greet", "--cache-dir", str(cache))
+    assert shown.code == 0 and shown.out.splitlines()[0].endswith("(cached)"), shown.out
+    assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in cache.rglob("*")} == before
+
+
+def test_a_plan_counts_an_answer_whose_file_is_gone_as_a_miss(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: long-answer
+        agents: {local: {provider: command, command: [cat]}}
+        tasks:
+          - {name: t, agent: local, cache: true, prompt: "{{ 'x' * 40000 }}"}
+        """,
+    )
+    assert ralph(*apply_args(recipe, tmp_path / "out")).code == 0
+    (stored,) = (tmp_path / ".ralph" / "cache").rglob("*.val")  # too long for the database
+    stored.unlink()
+    planned = ralph("plan", str(recipe), "--detailed-exitcode")
+    assert planned.code == 2, planned.out + planned.err  # to be sent again, as a run would
