@@ -17,9 +17,10 @@ prompt, and an agent that repeats or quotes its prompt would "say" it without me
 3. The loop is done when at least one occurrence is not an echo.
 
 So `LOOP_COMPLETE` on a line of its own counts, unless the answer copies the prompt's lines
-around it too; `Status: LOOP_COMPLETE` and `All done, LOOP_COMPLETE.` count; a copied or
-paraphrased instruction ("I will print LOOP_COMPLETE on its own line when done", when the
-prompt says "print LOOP_COMPLETE on its own line") does not. The safe habit is to ask the
+around it too; `Status: LOOP_COMPLETE` and `All done, LOOP_COMPLETE.` count; a copied
+instruction ("I will print LOOP_COMPLETE on its own line when done", when the prompt says
+"print LOOP_COMPLETE on its own line") does not. An instruction reworded (its words around the
+marker in another order) is not recognised: it counts. The safe habit is to ask the
 agent for the marker on a line of its own. `{regex: ...}` is searched as written
 (multiline), with no echo rule: the user owns the pattern.
 
