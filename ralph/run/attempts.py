@@ -56,6 +56,7 @@ class Attempts:
         engine, policy = self.engine, rt.agent.retries
         worst_input = worst_input_tokens(request)
         attempt, resent = 0, 0  # resent: once more with a new key, not one of the retries
+        retrying: str | None = None  # the cause of the retry about to be sent, if it is one
         while attempt < policy.attempts + resent:
             attempt += 1
             if (held := self._held_back(rt)) is not None:
@@ -68,6 +69,7 @@ class Attempts:
                 return STOPPED
             started = time.perf_counter()
             response: Response | None = None
+            sent = False
             try:
                 async with rt.limit:
                     if rt.paced:
@@ -76,19 +78,27 @@ class Attempts:
                     if (held := self._held_back(rt)) is not None:
                         engine.budget.release(reservation)
                         return held
-                    started = time.perf_counter()
+                    if retrying is not None:  # counted as it goes out, not when decided
+                        engine.agent_stats(rt).retries[retrying] += 1
+                    started, sent = time.perf_counter(), True
                     response = await rt.provider.complete(request)
                 text = self.filter_answer(response.text, prepared)
+            except asyncio.CancelledError:  # Ctrl-C: a request on its way was sent all the same
+                if sent and response is None:
+                    cut = AttemptError("interrupted", "interrupted before the answer came")
+                    self._record(rt, prepared, key, attempt, started, None, cut)
+                raise
             except AttemptError as error:
                 used = (response.input_tokens, response.output_tokens) if response else (0, 0)
                 engine.budget.settle(reservation, sum(used), rt.cost(*used))
                 self._record(rt, prepared, key, attempt, started, response, error)
                 if error.key_refreshed and not resent:
-                    resent = 1  # at once
+                    resent, retrying = 1, None  # at once
                     continue
                 decision = await self._after_failure(rt, error, attempt, resent)
                 if decision is not None:
                     return decision
+                retrying = error.kind
                 continue
             cost = rt.cost(response.input_tokens, response.output_tokens)
             engine.budget.settle(reservation, response.input_tokens + response.output_tokens, cost)
@@ -125,7 +135,6 @@ class Attempts:
         if not is_retryable(error.kind, policy) or attempt >= policy.attempts + resent:
             suffix = f" after {attempt} attempts" if attempt > 1 else ""
             return f"{error}{suffix}"
-        engine.agent_stats(rt).retries[error.kind] += 1
         wait = (
             error.retry_after_s
             if error.retry_after_s is not None

@@ -5,6 +5,7 @@ the run or the agent is done."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from ralph.testing import FakeLLMServer, Fault
-from tests.conftest import TEST_KEY, Result, write_recipe
+from tests.conftest import TEST_KEY, Result, start_apply, write_recipe
 from tests.run.apply_helpers import CHAT, apply, lines, recipe_text, serving
 
 
@@ -166,3 +167,53 @@ def test_retry_after_is_honoured(
     assert result.code == 0, result.out
     assert server.counts[CHAT] == 2
     assert elapsed >= 0.4, "the retry came before the server's Retry-After"
+
+
+def test_a_retry_is_counted_when_it_is_sent_not_when_it_is_decided(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    # three first attempts fail at once; max_requests leaves no room to retry any of them
+    server.inject(Fault("status", status=503, times=3))
+    text = recipe_text(
+        server.base_url, items=3, agent_extra="concurrency: 3", limits="max_requests: 3"
+    )
+    summary = tmp_path / "run.json"
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path, "--summary-file", str(summary))
+    assert result.code == 4, result.out
+    attempts = [e for e in lines(tmp_path / "log.jsonl") if e["event"] == "attempt"]
+    retried = sum(1 for e in attempts if e["attempt"] > 1)
+    assert server.counts[CHAT] == 3
+    assert json.loads(summary.read_text())["totals"]["retries"] == retried == 0
+
+
+def test_requests_in_flight_at_ctrl_c_are_counted_and_logged(
+    server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.inject(Fault("latency", duration_s=30, times=None))
+    recipe = write_recipe(
+        tmp_path, recipe_text(server.base_url, items=4, agent_extra="concurrency: 4")
+    )
+    log, summary = tmp_path / "log.jsonl", tmp_path / "run.json"
+    extra = (
+        "--skip-health",
+        "--log-format",
+        "json",
+        "--log-file",
+        str(log),
+        "--summary-file",
+        str(summary),
+    )
+    process = start_apply(recipe, tmp_path / "out", *extra)
+    try:
+        deadline = time.monotonic() + 20
+        while server.counts.get(CHAT, 0) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err.decode()
+    totals = json.loads(summary.read_text())["totals"]
+    assert totals["requests"] == server.counts[CHAT] == 4
+    statuses = [e["status"] for e in lines(log) if e["event"] == "attempt"]
+    assert statuses == ["interrupted"] * 4
