@@ -50,16 +50,21 @@ class RichProgress:
             self._ids[task] = self._progress.add_task(
                 task, total=None, done=0, cached=0, failed=0, tokens=0, cost=0.0
             )
+        self._counts[task][outcome] += 1
+        self._progress.update(self._ids[task], advance=1, tokens=tokens, cost=cost)
+        self._show(task)
+
+    def failed_after_all(self, task: str, was: str) -> None:
+        """An item shown as `was` (done, cached) failed after all: its output was not written."""
         counts = self._counts[task]
-        counts[outcome] += 1
+        counts[was] -= 1
+        counts["failed"] += 1
+        self._show(task)
+
+    def _show(self, task: str) -> None:
+        counts = self._counts[task]
         self._progress.update(
-            self._ids[task],
-            advance=1,
-            done=counts["done"],
-            cached=counts["cached"],
-            failed=counts["failed"],
-            tokens=tokens,
-            cost=cost,
+            self._ids[task], done=counts["done"], cached=counts["cached"], failed=counts["failed"]
         )
 
 

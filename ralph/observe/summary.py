@@ -125,10 +125,11 @@ class RunStats:
             "profile": self.profile,
             "overrides": list(self.overrides),
             "shard": self.shard,
-            "status": self.status,
-            "exit_code": self.exit_code,
+            # while the run goes on (--serve's /status): no verdict yet, and the time so far
+            "status": self.status if self.finished else "running",
+            "exit_code": self.exit_code if self.finished else None,
             "stopped_by": self.stopped_by,
-            "wall_s": round(self.wall_s, 3),
+            "wall_s": round(self.wall_s if self.finished else self.elapsed_s(), 3),
             "totals": {
                 "requests": sum(a.requests for a in agents),
                 "cache_hits": sum(a.cache_hits for a in agents),
@@ -145,6 +146,9 @@ class RunStats:
     @property
     def status(self) -> str:
         return status_text(self.exit_code, self.stopped_by)
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
 
 
 def status_text(exit_code: int, stopped_by: str | None) -> str:

@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ralph.cache import ResponseCache
 from ralph.errors import ConfigError
+from ralph.items import numbered_items
 from ralph.keys import InsecureKeyFile, KeyRing, KeySource
-from ralph.observe.logs import event
+from ralph.observe.logs import event, flush_logs
 from ralph.observe.summary import EXIT_INTERRUPTED, AgentStats, RunStats, TaskStats
 from ralph.providers import HTTP_PROVIDERS, PROVIDERS
 from ralph.recipe.model import Recipe
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 class Progress(Protocol):
     def advance(self, task: str, outcome: str, tokens: int, cost: float) -> None: ...
+
+    def failed_after_all(self, task: str, was: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class Engine:
 
     async def run(self) -> RunStats:
         """Run every task in order; the stats say how it ended (and so the exit code)."""
-        from ralph.run.task import TaskRun
+        from ralph.run.task import TaskRun, count_not_started
 
         used = set(self.recipe.agents_used())
         keys = {name: self._keys(name) for name in used}
@@ -145,11 +147,13 @@ class Engine:
             self.runtimes = {name: self._runtime(name, keys[name], session) for name in used}
             stack.callback(asyncio.create_task(self._watch_runtime()).cancel)
             for task in self.recipe.tasks:
-                if self.stopping:
-                    break
+                if self.stopping:  # the summary still lists it, every item not started
+                    stats = self.stats.tasks.setdefault(task.name, self.new_task_stats())
+                    count_not_started(stats, numbered_items(task.items, self.options.shard))
+                    continue
                 await TaskRun(self, task).run()
             self.stats.finished = True
-        self.stats.wall_s = time.monotonic() - self.stats.started
+        self.stats.wall_s = self.stats.elapsed_s()
         return self.stats
 
     async def _serve(self, stack: contextlib.AsyncExitStack, host: str, port: int) -> None:
@@ -163,6 +167,7 @@ class Engine:
         stack.push_async_callback(server.stop)
         url = f"http://{host}:{server.port}"
         event(self.logger, logging.WARNING, "serving", url=url, paths="/healthz /metrics /status")
+        flush_logs()  # the URL is needed now (port 0), not when the first batch is written
 
     def _keys(self, name: str) -> KeySource:
         """The agent's key source, read now: a missing key fails the run before any request."""

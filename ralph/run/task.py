@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ralph.cache import KeyMaker, short_key
@@ -32,6 +32,7 @@ from ralph.run.writer import Done, Failed, Outcome, Skipped, TaskWriter
 from ralph.secrets import count_secrets
 
 if TYPE_CHECKING:
+    from ralph.observe.summary import TaskStats
     from ralph.run.engine import Engine
 
 FLUSH_INTERVAL_S = 0.05
@@ -42,6 +43,18 @@ YIELD_EVERY = 64
 """Items a worker handles before it lets the event loop run: cache hits and the echo agent
 never wait, and without this a long run of them would hold off Ctrl-C, the periodic flush
 and --serve until it ended."""
+
+
+def count_not_started(stats: TaskStats, items: Iterator[Any]) -> None:
+    """Count `items` as never started (a stop kept them from it), as far as they can be read."""
+    from ralph.errors import ItemsError
+
+    rest = 0
+    with contextlib.suppress(ItemsError):
+        for _ in items:
+            rest += 1
+    stats.items += rest
+    stats.not_started += rest
 
 
 class TaskRun:
@@ -102,14 +115,7 @@ class TaskRun:
 
     def _count_the_rest(self) -> None:
         """After a limit stop, how many items never started, so the summary says what is left."""
-        from ralph.errors import ItemsError
-
-        rest = 0
-        with contextlib.suppress(ItemsError):
-            for _ in self.items:
-                rest += 1
-        self.stats.items += rest
-        self.stats.not_started += rest
+        count_not_started(self.stats, self.items)
 
     async def _worker(self) -> None:
         handled = 0
@@ -270,6 +276,10 @@ class TaskRun:
         self.stats.done -= 1
         if done.cached:
             self.stats.cached -= 1
+        if self.engine.progress is not None:
+            self.engine.progress.failed_after_all(
+                self.task.name, "cached" if done.cached else "done"
+            )
         self._count_failure(done.prepared.key, reason)
 
     async def _flush_periodically(self) -> None:

@@ -87,18 +87,18 @@ def test_serve_during_a_real_run(server: FakeLLMServer, tmp_path: Path) -> None:
           - {{name: t, agent: writer, for_each: [{inline}], prompt: "hi {{{{ item.id }}}}"}}
     """,
     )
-    serve = ("--serve", "127.0.0.1:0", "--log-format", "json")
+    log = tmp_path / "log.jsonl"  # a log file is buffered: the URL must be there at once
+    serve = ("--serve", "127.0.0.1:0", "--log-format", "json", "--log-file", str(log))
     command = [*RALPH, *apply_args(recipe, tmp_path / "out", *serve)]
     process = subprocess.Popen(
         command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy()
     )
-    assert process.stderr is not None
     url = ""
-    for line in process.stderr:
-        record = json.loads(line)
-        if record["event"] == "serving":
-            url = record["url"]
-            break
+    deadline = time.monotonic() + 20
+    while not url and time.monotonic() < deadline and process.poll() is None:
+        lines = log.read_text().splitlines() if log.exists() else []
+        url = next((json.loads(x)["url"] for x in lines if '"serving"' in x), "")
+        time.sleep(0.01)
     assert url.startswith("http://127.0.0.1:")
 
     async def scrape() -> tuple[int, str, dict[str, object]]:
@@ -114,6 +114,8 @@ def test_serve_during_a_real_run(server: FakeLLMServer, tmp_path: Path) -> None:
     assert status == 200
     assert "ralph_requests_total" in text
     assert current["tasks"]["t"]["items"] >= 1  # type: ignore[index]
+    assert (current["status"], current["exit_code"]) == ("running", None)
+    assert isinstance(current["wall_s"], float) and current["wall_s"] > 0
     process.communicate(timeout=30)
     assert process.returncode == 0
 

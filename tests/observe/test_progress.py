@@ -22,11 +22,12 @@ RECIPE = """
 """
 
 
-def run(tmp_path: Path, *, terminal: bool) -> str:
-    recipe = write_recipe(tmp_path, RECIPE)
+def run(tmp_path: Path, *, terminal: bool, recipe_text: str = RECIPE, code: int = 0) -> str:
+    recipe = write_recipe(tmp_path, recipe_text)
     command = [sys.executable, "-m", "ralph", "apply", str(recipe), "--out", str(tmp_path / "out")]
     if not terminal:
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert done.returncode == code, done.stderr
         return done.stderr
     main, side = pty.openpty()
     with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=side, stderr=side) as process:
@@ -40,7 +41,7 @@ def run(tmp_path: Path, *, terminal: bool) -> str:
             if not chunk:
                 break
             chunks.append(chunk)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=30) == code
     os.close(main)
     return b"".join(chunks).decode("utf-8", "replace")
 
@@ -53,3 +54,13 @@ def test_progress_on_a_terminal(tmp_path: Path) -> None:
 
 def test_no_progress_when_not_a_terminal(tmp_path: Path) -> None:
     assert "items/s" not in run(tmp_path, terminal=False)
+
+
+def test_an_item_whose_output_cannot_be_written_shows_as_failed(tmp_path: Path) -> None:
+    (tmp_path / "out" / "b.md").mkdir(parents=True)  # a folder where b's output should go
+    text = RECIPE.replace(
+        'prompt: "hi {{ item.id }}"',
+        'prompt: "hi {{ item.id }}"\n        output: "{{ item.id }}.md"',
+    )
+    screen = run(tmp_path, terminal=True, recipe_text=text, code=3)
+    assert "2 done · 0 cached · 1 failed" in screen

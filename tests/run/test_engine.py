@@ -299,3 +299,27 @@ def test_an_item_with_a_lone_surrogate_is_refused_and_the_rest_run(
     assert len(sent_to(server, CHAT)) == 1
     events = lines(tmp_path / "log.jsonl")
     assert {e["item"] for e in events if e["event"] == "attempt"} == {"\\udfff"}  # escaped
+
+
+def test_a_task_a_stop_kept_from_starting_is_in_the_summary(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    items = ", ".join(f"{{id: n{n}}}" for n in range(10))
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: two-tasks
+        agents: {{local: {{provider: echo}}}}
+        limits: {{max_requests: 3}}
+        tasks:
+          - {{name: first, agent: local, for_each: [{items}], prompt: "a {{{{ item.id }}}}"}}
+          - {{name: second, agent: local, for_each: [{items}], prompt: "b {{{{ item.id }}}}"}}
+        """,
+    )
+    summary = tmp_path / "run.json"
+    result = apply(ralph, recipe, tmp_path, "--no-cache", "--summary-file", str(summary))
+    assert result.code == 4, result.out
+    tasks = json.loads(summary.read_text())["tasks"]
+    assert (tasks["first"]["done"], tasks["first"]["not_started"]) == (3, 7)
+    assert (tasks["second"]["items"], tasks["second"]["not_started"]) == (10, 10)
