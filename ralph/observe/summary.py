@@ -180,14 +180,18 @@ SHARD_LABEL = {
 
 _TASK = {
     "type": "object",
-    "required": ["items", "done", "cached", "failed", "not_started"],
+    "required": ["items", "done", "cached", "failed", "not_started", "failures"],
     "properties": {
         **{key: _COUNT for key in ("items", "done", "cached", "failed", "not_started")},
         "pending": {"type": "integer"},
         "failures": _TALLY,
         "wall_s": _SECONDS,
         "prompts": {"type": "object", "additionalProperties": {"type": "string"}},
-        "loop": {"type": "object", "properties": {"iterations": _COUNT, "stops": _TALLY}},
+        "loop": {
+            "type": "object",
+            "required": ["iterations", "stops"],
+            "properties": {"iterations": _COUNT, "stops": _TALLY},
+        },
     },
 }
 _LATENCY = {"type": ["number", "null"]}

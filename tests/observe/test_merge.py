@@ -81,6 +81,7 @@ MALFORMED = [
     ),
     (("tasks", "greet", "done"), -1, "tasks.greet.done: expected at least 0, got the number -1"),
     (("agents", "local", "latency_ms"), DELETE, "agents.local: missing required key 'latency_ms'"),
+    (("tasks", "greet", "failures"), DELETE, "tasks.greet: missing required key 'failures'"),
     (("agents", "local", "retries"), [], "agents.local.retries: expected a mapping, got a list"),
     (("totals", "cost_usd"), "x", 'totals.cost_usd: expected a number or null, got the string "x"'),
     (("tasks", "greet"), None, "tasks.greet: expected a mapping, got null"),
