@@ -93,9 +93,8 @@ def _agent_probe(
     agent = recipe.agents[name]
 
     async def probe() -> str | None:
-        keys = ring.source(name)
         try:
-            keys.get()
+            keys = ring.read(name)
         except ConfigError as exc:
             return str(exc)
         return await PROVIDERS[agent.provider](agent, keys, session).health()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from collections.abc import Mapping
@@ -73,6 +74,21 @@ class KeyRing:
         if name not in self._sources:
             self._sources[name] = KeySource(self._agents[name], allow_insecure_file=self._allow)
         return self._sources[name]
+
+    def read(self, name: str) -> KeySource:
+        """The agent's key source with its key read now; a key that cannot be read is a
+        security event (for monitoring) as well as the ConfigError raised."""
+        keys = self.source(name)
+        try:
+            keys.get()
+        except ConfigError as error:
+            from ralph.observe.logs import LOGGER, event
+
+            kind = "key_file_insecure" if isinstance(error, InsecureKeyFile) else "key_missing"
+            logger = logging.getLogger(LOGGER)
+            event(logger, logging.ERROR, f"security.{kind}", agent=name, error=str(error))
+            raise
+        return keys
 
 
 def resolve_key(agent: Agent, *, allow_insecure_file: bool = False) -> Secret | None:

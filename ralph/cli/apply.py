@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -117,11 +118,8 @@ def apply(
     )
     # one key ring for the health checks and the run: each key is read once
     keys = KeyRing(model.agents, allow_insecure_file=allow_insecure_key_file)
-    if not skip_health:
-        from ralph.health import require_healthy
-
-        require_healthy(model, out, resolved_cache, keys=keys)
-    return _run(model, options, keys, log_format, log_file, summary_file, quiet)
+    logs = _Logs(log_format, log_file, quiet)
+    return _run(model, options, keys, logs, summary_file, check_health=not skip_health)
 
 
 def load_target(
@@ -204,14 +202,21 @@ def parse_show(show: str) -> int | None:
     return int(show) if len(show) < 19 else None  # more prompts than any items file holds: all
 
 
+@dataclass(frozen=True)
+class _Logs:
+    format: LogFormat | None
+    file: Path | None
+    quiet: bool
+
+
 def _run(
     model: Recipe,
     options: RunOptions,
     keys: KeyRing,
-    log_format: LogFormat | None,
-    log_file: Path | None,
+    logs: _Logs,
     summary_file: Path | None,
-    quiet: bool,
+    *,
+    check_health: bool,
 ) -> int:
     from contextlib import nullcontext, suppress
 
@@ -223,11 +228,16 @@ def _run(
     from ralph.run.outputs import write_atomic
 
     tty = sys.stderr.isatty()
-    fmt = (log_format or (LogFormat.text if tty else LogFormat.json)).value
-    show_progress = tty and not quiet
-    logger = setup_logging(fmt, log_file, quiet=quiet or show_progress)
+    fmt = (logs.format or (LogFormat.text if tty else LogFormat.json)).value
+    show_progress = tty and not logs.quiet
+    # before the health checks: a key they cannot read is a security event in the log too
+    logger = setup_logging(fmt, logs.file, quiet=logs.quiet or show_progress)
     progress = _progress() if show_progress else None
     try:
+        if check_health:
+            from ralph.health import require_healthy
+
+            require_healthy(model, options.out_dir, options.cache_dir, keys=keys)
         with progress if progress is not None else nullcontext():
             stats = run_recipe(model, options, logger, progress, keys)
     except BaseException:

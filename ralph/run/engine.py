@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ralph.cache import ResponseCache
 from ralph.errors import ConfigError
 from ralph.items import numbered_items
-from ralph.keys import InsecureKeyFile, KeyRing, KeySource
+from ralph.keys import KeyRing, KeySource
 from ralph.observe.logs import event, flush_logs
 from ralph.observe.summary import EXIT_INTERRUPTED, AgentStats, RunStats, TaskStats
 from ralph.providers import HTTP_PROVIDERS, PROVIDERS
@@ -171,14 +171,7 @@ class Engine:
 
     def _keys(self, name: str) -> KeySource:
         """The agent's key source, read now: a missing key fails the run before any request."""
-        keys = self.keys.source(name)
-        try:
-            keys.get()
-        except ConfigError as error:
-            kind = "key_file_insecure" if isinstance(error, InsecureKeyFile) else "key_missing"
-            event(self.logger, logging.ERROR, f"security.{kind}", agent=name, error=str(error))
-            raise
-        return keys
+        return self.keys.read(name)
 
     def _runtime(
         self, name: str, keys: KeySource, session: aiohttp.ClientSession | None

@@ -234,8 +234,9 @@ def test_security_events(
 
 
 @pytest.mark.parametrize("setup", ["missing", "insecure"])
+@pytest.mark.parametrize("health", [True, False])
 def test_key_problems_are_security_events(
-    ralph: Callable[..., Result], tmp_path: Path, setup: str
+    ralph: Callable[..., Result], tmp_path: Path, setup: str, health: bool
 ) -> None:
     key_file = tmp_path / "key"
     key_file.write_text(TEST_KEY)
@@ -257,13 +258,13 @@ def test_key_problems_are_security_events(
         str(path),
         "--out",
         str(tmp_path / "out"),
-        "--skip-health",
+        *([] if health else ["--skip-health"]),
         "--log-format",
         "json",
         "--log-file",
         str(log),
     )
-    assert result.code == 1
+    assert result.code == (5 if health else 1)  # the health checks find it first
     (record,) = map(json.loads, log.read_text().splitlines())
     kind = "key_missing" if setup == "missing" else "key_file_insecure"
     assert record["event"] == f"security.{kind}" and record["agent"] == "writer"
