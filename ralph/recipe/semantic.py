@@ -12,7 +12,7 @@ from typing import Any, TypeGuard
 from ralph.errors import Problem
 from ralph.recipe.positions import Locator
 from ralph.secrets import find_secret, is_secret_field, looks_like_secret, redact
-from ralph.templates import Scope, check
+from ralph.templates import Scope, check, names_used
 from ralph.units import number_problem
 
 ITEM_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
@@ -215,6 +215,12 @@ def _files(task: dict[str, Any], path: Key, base_dir: Path, where: Locator) -> I
             (*path, "output"),
             f"output path '{output}' names the output directory itself, not a file",
         )
+    elif isinstance(output, str) and "for_each" in task and _same_for_every_item(output):
+        yield where.problem(
+            (*path, "output"),
+            f"output path '{output}' is the same for every item (it reads no `item`): "
+            "each would replace the last one's file; e.g. 'answers/{{ item.id }}.md'",
+        )
 
 
 def _not_a_file(path: Path) -> str | None:
@@ -224,6 +230,11 @@ def _not_a_file(path: Path) -> str | None:
     if path.is_dir():
         return "is a folder, not a file"
     return "is not a regular file" if path.exists() else "not found (relative to the recipe)"
+
+
+def _same_for_every_item(template: str) -> bool:
+    names = names_used(template)
+    return names is not None and "item" not in names
 
 
 def _escapes(template: str) -> bool:

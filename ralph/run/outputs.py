@@ -68,7 +68,13 @@ def write_atomic(path: Path, text: str) -> None:
             with path.open("w", encoding="utf-8") as stream:
                 stream.write(text)
             return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # os says "File exists" of the file in the way
+        blocking = next(p for p in path.parents if p.exists() and not p.is_dir())
+        raise NotADirectoryError(
+            errno.ENOTDIR, "a file is where a folder is needed", str(blocking)
+        ) from None
     # a short name of its own: `.{name}.tmp` would pass NAME_MAX when `name` nearly does
     temp = path.with_name(f".ralph-{os.urandom(6).hex()}.tmp")
     # not mkstemp: its 0o600 would make every output private; 0o666 less the umask is what

@@ -7,6 +7,7 @@ thread was measured: GIL hand-offs cost more than the SQLite work it moved off t
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -83,6 +84,7 @@ class TaskWriter:
         self._unwritten = unwritten
         self.answers: dict[int | str, str] | None = {} if keep_answers else None
         self._batch: list[Outcome] = []
+        self._outputs: set[int] = set()
 
     def add(self, outcome: Outcome) -> bool:
         """Hold `outcome`; True when the batch is full and should be submitted."""
@@ -133,16 +135,32 @@ class TaskWriter:
             return
         prepared = outcome.prepared
         if prepared.output_path is not None:
+            # a second item of this run bound for the same file would silently replace the
+            # first one's answer (hashes, not paths: a million outputs stay a few MB)
+            mark = hash(prepared.output_path)
+            if mark in self._outputs:
+                reason = f"{prepared.output} is another item's output too: give each its own path"
+                self._unwritten(outcome, reason)
+                return
+            self._outputs.add(mark)
             try:
                 write_atomic(prepared.output_path, outcome.text)
             except OSError as exc:
-                self._unwritten(outcome, f"cannot write {prepared.output}: {exc.strerror or exc}")
+                self._unwritten(outcome, f"cannot write {prepared.output}: {_os_reason(exc)}")
+                return
+            except UnicodeEncodeError:  # a lone surrogate, say from a JSON escape
+                self._unwritten(outcome, f"cannot write {prepared.output}: not valid Unicode text")
                 return
         if self.answers is not None:
             by_id = prepared.key != str(prepared.index)
             self.answers[prepared.key if by_id else prepared.index] = outcome.text
         if self._jsonl is not None:
             self._jsonl.add(prepared.index, _line(outcome))
+
+
+def _os_reason(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"{reason}: {exc.filename}" if exc.errno == errno.ENOTDIR and exc.filename else reason
 
 
 def _line(done: Done) -> dict[str, Any]:

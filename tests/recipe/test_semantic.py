@@ -52,12 +52,24 @@ def test_a_task_sees_outputs_of_earlier_tasks_items_and_loop_values(tmp_path: Pa
     assert messages(tmp_path, tasks) == []
 
 
-@pytest.mark.parametrize("output", ["out/{{ item.id }}.md", "reports/x..md", "..hidden/x.md"])
+@pytest.mark.parametrize(
+    "output", ["out/{{ item.id }}.md", "reports/{{ item.id }}..md", "..hidden/{{ item.id }}.md"]
+)
 def test_an_output_inside_the_output_dir_is_fine(tmp_path: Path, output: str) -> None:
     tasks = (
         f"  - {{name: a, agent: writer, for_each: [{{id: 1}}], prompt: hi, output: '{output}'}}\n"
     )
     assert messages(tmp_path, tasks) == []
+
+
+def test_an_output_the_same_for_every_item_is_refused(tmp_path: Path) -> None:
+    each = "  - {name: a, agent: writer, for_each: [{id: 1}, {id: 2}], prompt: hi, output: %s}\n"
+    assert messages(tmp_path, each % "'same-{{ task }}.md'") == [
+        "output path 'same-{{ task }}.md' is the same for every item (it reads no `item`): "
+        "each would replace the last one's file; e.g. 'answers/{{ item.id }}.md'"
+    ]
+    one = "  - {name: a, agent: writer, prompt: hi, output: 'report.md'}\n"
+    assert messages(tmp_path, one) == []  # one item: one file
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ralph.providers.base import Response
+from ralph.run.prepare import Prepared
+from ralph.run.writer import Done, TaskWriter
 from tests.conftest import Result, apply_args, write_recipe
 
 
@@ -78,3 +81,39 @@ def test_a_log_file_that_cannot_be_written_is_an_error_that_names_it(
     result = ralph(*apply_args(path, tmp_path / "out", *log))
     assert result.code == 1, result.out + result.err
     assert result.err == "error: cannot write the log file /dev/full: No space left on device\n"
+
+
+def test_two_items_bound_for_one_file_fail_the_second_not_replace_the_first(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    path = recipe(tmp_path, json.dumps(["a", "b", "c"]), "{{ item[:0] }}same.md")
+    result = ralph(*apply_args(path, tmp_path / "out"))
+    assert result.code == 3, result.out + result.err
+    assert "same.md is another item's output too: give each its own path" in result.out
+    summary = [line.split() for line in result.out.splitlines() if line.startswith("t ")]
+    assert summary == [["t", "3", "1", "0", "2", "0"]]
+    assert (tmp_path / "out" / "same.md").read_text().startswith("Say ")
+
+
+def test_a_file_where_a_folder_is_needed_is_named(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("a file")
+    path = recipe(tmp_path, json.dumps(["x/y.md"]), "{{ item }}")
+    result = ralph(*apply_args(path, tmp_path / "out"))
+    assert result.code == 3
+    assert (
+        f"cannot write x/y.md: a file is where a folder is needed: {tmp_path / 'out' / 'x'}"
+        in result.out
+    )
+
+
+def test_an_answer_that_is_not_valid_unicode_fails_its_item(tmp_path: Path) -> None:
+    reasons: list[str] = []
+    writer = TaskWriter(tmp_path, None, None, None, False, lambda _, why: reasons.append(why))
+    prepared = Prepared(0, "0", "a", "p", None, "a.md", None, tmp_path / "a.md")
+    writer.add(Done(prepared, "agent", "\ud800", Response("\ud800", 1, 1), None, False))
+    writer.close()
+    assert reasons == ["cannot write a.md: not valid Unicode text"]
+    assert not (tmp_path / "a.md").exists()
