@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import re
 import threading
 import time
@@ -17,6 +18,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ralph.recipe.build import thaw
 from ralph.sandbox import RenderClock, bounded_sandbox, joined
 
 if TYPE_CHECKING:
@@ -56,9 +58,17 @@ class TemplateFinding:
 @functools.cache
 def environment() -> SandboxedEnvironment:
     RenderClock.arm()
-    return bounded_sandbox()(
+    env = bounded_sandbox()(
         undefined=_strict_undefined(), autoescape=False, keep_trailing_newline=True
     )
+    # inline items and vars reach templates frozen (read-only mappings, tuples), which
+    # json.dumps refuses: `{{ item | tojson }}` writes them as the JSON they were written as
+    env.policies["json.dumps_function"] = _dumps_thawed
+    return env
+
+
+def _dumps_thawed(value: Any, **options: Any) -> str:
+    return json.dumps(thaw(value), **options)
 
 
 def _strict_undefined() -> type[Undefined]:

@@ -201,6 +201,13 @@ def test_a_field_is_read_as_jinja_reads_it_attribute_first(kind: Any) -> None:
         render_text("{{ item.update({'a': 1}) }}", item=item)
 
 
+def test_frozen_items_and_vars_are_written_as_json() -> None:
+    item = MappingProxyType({"id": "x", "d": MappingProxyType({"k": 1}), "l": (1, 2)})
+    assert (
+        render_text("{{ item | tojson }}", item=item) == '{"d": {"k": 1}, "id": "x", "l": [1, 2]}'
+    )
+
+
 def test_many_small_chunks_come_out_whole_and_in_order() -> None:
     rendered = render_text("{% for i in range(10000) %}{{ i % 10 }}{% endfor %}")
     assert rendered == "0123456789" * 1000
