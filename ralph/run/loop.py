@@ -99,6 +99,10 @@ class LoopTask:
                     )
         return self._git
 
+    def expect(self, index: int) -> None:
+        if self.lines is not None:
+            self.lines.expect(index)
+
     async def process(self, index: int, item: Any) -> None:
         key = item_key(item, index)
         if key in self._keys and self.task_run.task.items is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -93,7 +94,9 @@ class OrderedJsonl:
     """`<out>/<task>.jsonl`, one line per item in item order, though items finish out of order.
 
     Lines go to a `.part` file that replaces the target only when the task is finished, so the
-    target is always a complete file from some run.
+    target is always a complete file from some run. The items are announced (`expect`) in
+    the order they are taken, which is item order: a line waits only for the items taken
+    before it, not for indexes that never come (those of other shards).
     """
 
     def __init__(self, path: Path) -> None:
@@ -102,14 +105,18 @@ class OrderedJsonl:
         self._part = path.with_name(path.name + ".part")
         self._handle: TextIO = self._part.open("w", encoding="utf-8")
         self._pending: dict[int, dict[str, Any] | None] = {}
-        self._next = 0
+        self._expected: deque[int] = deque()
+
+    def expect(self, index: int) -> None:
+        """Item `index` was taken: its line comes after those of the items taken before."""
+        self._expected.append(index)
 
     def add(self, index: int, record: dict[str, Any] | None) -> None:
         """Record item `index`; None marks an item that gets no line (never started)."""
         self._pending[index] = record
-        while self._next in self._pending:
-            self._write(self._pending.pop(self._next))
-            self._next += 1
+        expected = self._expected
+        while expected and expected[0] in self._pending:
+            self._write(self._pending.pop(expected.popleft()))
 
     def close(self) -> None:
         """Write what is still held back (after gaps from a stop) and publish the file."""

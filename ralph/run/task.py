@@ -125,6 +125,9 @@ class TaskRun:
             except StopIteration:
                 return
             self.stats.items += 1
+            self.writer.expect(index)
+            if self.loops is not None:
+                self.loops.expect(index)
             try:
                 await self._process(index, item)
             except OutputError as exc:  # the log file, written as the item goes

@@ -86,6 +86,11 @@ class TaskWriter:
         self._batch: list[Outcome] = []
         self._outputs: set[int] = set()
 
+    def expect(self, index: int) -> None:
+        """Item `index` was taken (see OrderedJsonl.expect)."""
+        if self._jsonl is not None:
+            self._jsonl.expect(index)
+
     def add(self, outcome: Outcome) -> bool:
         """Hold `outcome`; True when the batch is full and should be submitted."""
         self._batch.append(outcome)

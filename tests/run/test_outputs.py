@@ -159,7 +159,9 @@ def _records(path: Path) -> list[dict[str, object]]:
 def test_jsonl_lines_follow_item_order_whatever_order_they_finish_in(out: Path) -> None:
     target = out / "task.jsonl"
     jsonl = OrderedJsonl(target)
-    for index in (3, 1, 4, 0, 2):
+    for index in range(5):
+        jsonl.expect(index)  # taken in item order
+    for index in (3, 1, 4, 0, 2):  # finished in any
         jsonl.add(index, {"index": index, "answer": f"a{index}"})
     jsonl.close()
     assert [r["index"] for r in _records(target)] == [0, 1, 2, 3, 4]
@@ -168,6 +170,8 @@ def test_jsonl_lines_follow_item_order_whatever_order_they_finish_in(out: Path) 
 def test_jsonl_skips_items_without_a_record(out: Path) -> None:
     target = out / "task.jsonl"
     jsonl = OrderedJsonl(target)
+    for index in range(3):
+        jsonl.expect(index)
     jsonl.add(2, {"index": 2})
     jsonl.add(1, None)  # never started
     jsonl.add(0, {"index": 0, "answer": "ünï"})
@@ -178,11 +182,24 @@ def test_jsonl_skips_items_without_a_record(out: Path) -> None:
 def test_jsonl_writes_what_is_held_back_behind_a_gap_on_close(out: Path) -> None:
     target = out / "task.jsonl"
     jsonl = OrderedJsonl(target)
+    for index in range(6):
+        jsonl.expect(index)
     jsonl.add(5, {"index": 5})
     jsonl.add(0, {"index": 0})
     jsonl.add(2, {"index": 2})  # 1, 3 and 4 never came: a limit stopped the run
     jsonl.close()
     assert [r["index"] for r in _records(target)] == [0, 2, 5]
+
+
+def test_a_shards_lines_are_written_as_they_come_not_held_to_the_end(out: Path) -> None:
+    # a shard takes every other index: none waits for the indexes other shards take
+    jsonl = OrderedJsonl(out / "task.jsonl")
+    for index in range(1, 2000, 2):
+        jsonl.expect(index)
+        jsonl.add(index, {"index": index, "text": "x" * 100})
+    assert (out / "task.jsonl.part").stat().st_size > 50_000
+    jsonl.close()
+    assert len(_records(out / "task.jsonl")) == 1000
 
 
 def test_jsonl_is_published_on_close_only(out: Path) -> None:
