@@ -7,11 +7,15 @@ they are read whole: keep very large item sets in JSONL or CSV.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date
+from itertools import chain, islice
+from operator import methodcaller
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ralph.errors import ItemsError
 from ralph.fastjson import JSONDecodeError, loads
@@ -45,15 +49,24 @@ def count_items(source: ItemSource) -> int:
     return sum(1 for _ in iter_items(source))
 
 
+def has_id(item: Any) -> bool:
+    """Whether `item` is named by its `id`: a mapping whose `id` is text or an integer."""
+    # inline items arrive frozen (a read-only Mapping), file items as plain dicts
+    if not isinstance(item, Mapping):
+        return False
+    value = item.get("id")
+    # a bool is an int to isinstance, but `id: true` would give every such item the key "True"
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
 def item_key(item: Any, index: int) -> str:
     """How an item is named in logs and outputs: its `id` when it has one, else its index."""
-    # inline items arrive frozen (a read-only Mapping), file items as plain dicts
-    if isinstance(item, Mapping) and isinstance(item.get("id"), str | int):
-        key = str(item["id"])
-        # a lone surrogate (JSON can escape one: "\ud800") cannot be printed or written as
-        # UTF-8, and a key is printed in plans and logs: it is shown as that same escape
-        return key if key.isascii() else key.encode("utf-8", "backslashreplace").decode()
-    return str(index)
+    if not has_id(item):
+        return str(index)
+    key = str(item["id"])
+    # a lone surrogate (JSON can escape one: "\ud800") cannot be printed or written as
+    # UTF-8, and a key is printed in plans and logs: it is shown as that same escape
+    return key if key.isascii() else key.encode("utf-8", "backslashreplace").decode()
 
 
 def _open(path: Path, *, binary: bool = False) -> Any:
@@ -113,18 +126,26 @@ def _json_value(text: str, path: Path, number: int) -> Any:
         raise _long_integer(path, text, number) from None
 
 
+# csv refuses a field past 131072 characters, where a JSONL line may be any length. The limit
+# is the process's, not a reader's, so it is set once, here; it stays bounded so that a quote
+# opened by mistake cannot draw a whole large file into memory as one field.
+CSV_FIELD_LIMIT = 100_000_000
+csv.field_size_limit(CSV_FIELD_LIMIT)
+
+
 def _csv(path: Path) -> Iterator[dict[str, str]]:
     """Rows as dicts by the header row; blank lines are skipped, and a row with more or fewer
     fields than the header is an error (csv.DictReader would make a `None` key or value)."""
-    with _open(path) as handle:
+    with _open(path, binary=True) as handle:
         # strict: a quote never closed is an error, not a field that takes the rest of the file
-        reader = csv.reader(handle, strict=True)
+        reader = csv.reader(_utf8_lines(handle), strict=True)
         header: list[str] | None = None
         start = 1  # the line the row being read starts on (a quoted field may span lines)
         try:
             for row in reader:
                 if header is None:
                     header = row or None
+                    _check_header(row, path, start)
                 elif row and len(row) != len(header):
                     raise ItemsError(str(path), start, _wrong_width(len(row), len(header)))
                 elif row:
@@ -137,7 +158,29 @@ def _csv(path: Path) -> Iterator[dict[str, str]]:
                 raise ItemsError(str(path), start, f"not valid CSV: {message}") from None
             raise ItemsError(str(path), reader.line_num, f"not valid CSV: {exc}") from None
         except UnicodeDecodeError:
-            raise ItemsError(str(path), 0, "not valid UTF-8") from None
+            # the line that failed never reached csv, which counts the lines it was given
+            raise ItemsError(str(path), reader.line_num + 1, "not valid UTF-8") from None
+
+
+def _utf8_lines(handle: BinaryIO) -> Iterator[str]:
+    """The file's lines, each decoded on its own so that a bad byte fails on its own line (a
+    text file's decoder reads ahead), split where text mode with newline="" splits them (at
+    \\n, \\r\\n and a lone \\r, as old Excel for Mac ends lines)."""
+    # latin-1 maps each byte to one character and cannot fail: the split is text mode's own
+    raw = map(methodcaller("encode", "latin-1"), io.TextIOWrapper(handle, "latin-1", newline=""))
+    # only the first line can start with a byte order mark (Excel writes one)
+    first = map(methodcaller("decode", "utf-8-sig"), islice(raw, 1))
+    return chain(first, map(methodcaller("decode", "utf-8"), raw))
+
+
+def _check_header(header: list[str], path: Path, line: int) -> None:
+    # a dict by the header would keep only the last of two same-named columns
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            message = f"not valid CSV: the header names the column '{name}' more than once"
+            raise ItemsError(str(path), line, message)
+        seen.add(name)
 
 
 def _wrong_width(fields: int, expected: int) -> str:
@@ -151,6 +194,7 @@ def _json(path: Path) -> Iterator[Any]:
             text = handle.read()
         except UnicodeDecodeError:
             raise ItemsError(str(path), 0, "not valid UTF-8") from None
+    # no line per item: json keeps no positions, and an item it reads can only be too deep
     yield from _as_list(_json_value(text, path, 1), path)
 
 
@@ -177,17 +221,27 @@ def _yaml(path: Path) -> Iterator[Any]:
             if _LONG_NUMBER.search(text) is None:
                 raise ItemsError(str(path), 0, f"not valid YAML: {exc}") from None
             raise _long_integer(path, text, 1) from None
-    yield from _as_list(data, path)
+    yield from _as_list(data, path, lambda index: _yaml_item_line(text, index))
 
 
-def _as_list(data: Any, path: Path) -> list[Any]:
+def _as_list(data: Any, path: Path, line_of: Callable[[int], int] | None = None) -> list[Any]:
     if not isinstance(data, list):
         raise ItemsError(str(path), 1, "expected a list of items at the top of the file")
     for index, item in enumerate(data):
         flaw = _flaw(item)
-        if flaw is not None:  # a whole document has no line per item: say which item it is
-            raise ItemsError(str(path), 0, f"item {index} {flaw}")
+        if flaw is not None:  # the item is named too: its line is where it starts, if known
+            raise ItemsError(str(path), line_of(index) if line_of else 0, f"item {index} {flaw}")
     return data
+
+
+def _yaml_item_line(text: str, index: int) -> int:
+    """The line item `index` of a YAML list starts on (for an alias, its anchor's line)."""
+    from ruamel.yaml import YAML
+
+    # the loaded data keeps no positions; the document is composed again into nodes, which
+    # do, only when an item is refused, so that a good file is read once
+    root = YAML(typ="safe", pure=True).compose(text)
+    return int(root.value[index].start_mark.line) + 1
 
 
 MAX_DEPTH = 100
@@ -208,15 +262,39 @@ def _long_integer(path: Path, text: str, first_line: int) -> ItemsError:
 def _flaw(item: Any) -> str | None:
     """Why rendering or writing `item` would fail, or None: nested deeper than MAX_DEPTH, it
     would run out of Python's recursion (so it is walked without recursing); an integer past
-    the digit limit (YAML reads one in hex without it) cannot be written in decimal."""
+    the digit limit (YAML reads one in hex without it) cannot be written in decimal; a mapping
+    key JSON has no form for (YAML takes a list, a date, binary data as a key) cannot be
+    written at all."""
     pending = [(item, 1)]
     while pending:
         value, depth = pending.pop()
         if isinstance(value, dict | list):
             if depth > MAX_DEPTH:
                 return f"is nested more than {MAX_DEPTH} levels deep"
+            if isinstance(value, dict) and (bad_key := _bad_key(value)) is not None:
+                return bad_key
             children = [*value, *value.values()] if isinstance(value, dict) else value
             pending.extend((child, depth + 1) for child in children)
         elif isinstance(value, int) and too_many_digits(value):
             return f"has an integer of more than {MAX_INT_DIGITS} digits {_AS_STRING}"
+    return None
+
+
+# what JSON takes as a key (json writes null, numbers and booleans as text); bool is an int
+_KEY_TYPES = str | int | float | None
+_KEY_KINDS: tuple[tuple[type, str], ...] = (
+    (tuple, "a list"),
+    (date, "a date"),
+    (bytes, "binary data"),
+)
+
+
+def _bad_key(mapping: dict[Any, Any]) -> str | None:
+    for key in mapping:
+        if not isinstance(key, _KEY_TYPES):
+            kind = next((name for cls, name in _KEY_KINDS if isinstance(key, cls)), None)
+            return (
+                f"has a mapping key that is {kind or 'a ' + type(key).__name__}: keys in items"
+                " must be text, numbers, booleans or null (quote such a key to make it text)"
+            )
     return None

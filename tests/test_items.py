@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ralph.errors import ItemsError
-from ralph.items import count_items, item_key, iter_items
+from ralph.items import CSV_FIELD_LIMIT, count_items, has_id, item_key, iter_items
 from ralph.recipe.build import freeze
 from ralph.recipe.model import ItemSource
 
@@ -178,10 +178,75 @@ def test_csv_from_excel_with_a_byte_order_mark_and_crlf(tmp_path: Path) -> None:
     assert list(iter_items(source(path))) == [{"id": "7", "name": "Ada"}]
 
 
-def test_csv_that_is_not_utf8_is_an_items_error(tmp_path: Path) -> None:
-    path = write(tmp_path / "a.csv", b"id,name\n1,Jos\xe9\n")
-    with pytest.raises(ItemsError, match="not valid UTF-8"):
+def test_csv_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", b"id,name\n1,Ada\n2,Jos\xe9\n3,Bo\n")
+    items = iter_items(source(path))
+    assert next(items) == {"id": "1", "name": "Ada"}
+    with pytest.raises(ItemsError) as caught:
+        next(items)
+    assert str(caught.value) == f"{path}:3: not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (b"\xffid,name\n1,x\n", 1),  # the header itself
+        (b'id,name\n1,"two\nlin\xe9s"\n', 3),  # the line of the byte, not of its row
+        (b"id,name\r\n1,x\r\n2,\xe9\r\n", 3),
+        (b"id,name\r1,x\r2,\xe9\r", 3),  # lines ended by a lone carriage return
+        # past the first 8 KiB, which a text file's decoder would read ahead in one go
+        (b"id,name\n" + b"1,x\n" * 5000 + b"2,\xe9\n", 5002),
+    ],
+)
+def test_csv_bad_utf8_is_reported_on_the_line_of_the_bad_byte(
+    tmp_path: Path, data: bytes, line: int
+) -> None:
+    path = write(tmp_path / "a.csv", data)
+    with pytest.raises(ItemsError) as caught:
         list(iter_items(source(path)))
+    assert (caught.value.line, str(caught.value)) == (line, f"{path}:{line}: not valid UTF-8")
+
+
+def test_csv_lines_end_as_text_mode_ends_them(tmp_path: Path) -> None:
+    # old Excel for Mac ends lines with a lone \r; a quoted field keeps its own line ends
+    path = write(tmp_path / "a.csv", b'id,body\r1,"a\rb"\r2,"c\r\nd"\r\n3,"e\nf"\n4,\xc3\xa9')
+    assert list(iter_items(source(path))) == [
+        {"id": "1", "body": "a\rb"},
+        {"id": "2", "body": "c\r\nd"},
+        {"id": "3", "body": "e\nf"},
+        {"id": "4", "body": "\u00e9"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("id,id\n1,a\n", "a.csv:1: not valid CSV: the header names the column 'id' more than once"),
+        (
+            "\nid,a,b,a,b\n1,2,3,4,5\n",
+            "a.csv:2: not valid CSV: the header names the column 'a' more",
+        ),
+        ("x,,\n1,2,3\n", "a.csv:1: not valid CSV: the header names the column '' more than once"),
+    ],
+)
+def test_csv_header_naming_a_column_twice_is_an_items_error(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    """A dict by the header would keep the last of the two columns only, silently."""
+    path = write(tmp_path / "a.csv", text)
+    with pytest.raises(ItemsError) as caught:
+        list(iter_items(source(path)))
+    assert str(caught.value).startswith(str(tmp_path / where))
+
+
+def test_csv_fields_longer_than_the_csv_modules_default_limit_are_read(tmp_path: Path) -> None:
+    long = "x" * 200_000  # the csv module's own limit is 131072 characters
+    path = write(tmp_path / "a.csv", f'id,body\n1,{long}\n2,"{long}\n{long}"\n')
+    assert list(iter_items(source(path))) == [
+        {"id": "1", "body": long},
+        {"id": "2", "body": f"{long}\n{long}"},
+    ]
+    assert CSV_FIELD_LIMIT == 100_000_000  # bounded, and the figure the docs give
 
 
 @pytest.mark.parametrize(
@@ -299,12 +364,43 @@ def test_inline_items_are_given_back_as_they_are() -> None:
         ({"name": "no id"}, 5, "5"),
         ({"id": None}, 6, "6"),
         ({"id": ["not", "a", "key"]}, 7, "7"),
+        # a bool is an int to Python, but `id: true` names no item
+        ({"id": True}, 9, "9"),
+        ({"id": False}, 10, "10"),
+        (freeze({"id": True}), 11, "11"),
+        ({"id": 0}, 12, "0"),
         ("a string", 8, "8"),
         (None, 0, "0"),
     ],
 )
 def test_item_key_is_the_id_or_the_index(item: object, index: int, key: str) -> None:
     assert item_key(item, index) == key
+
+
+@pytest.mark.parametrize(
+    ("item", "named"),
+    [
+        ({"id": "t-1"}, True),
+        ({"id": ""}, True),
+        ({"id": 42}, True),
+        ({"id": 0}, True),
+        ({"id": -1}, True),
+        (freeze({"id": "frozen"}), True),
+        ({"id": True}, False),
+        ({"id": False}, False),
+        ({"id": None}, False),
+        ({"id": 1.0}, False),
+        ({"id": ["a"]}, False),
+        ({"name": "no id"}, False),
+        ("id", False),
+        (["id"], False),
+        (None, False),
+    ],
+)
+def test_has_id_says_whether_an_item_is_named_by_its_id(item: object, named: bool) -> None:
+    assert has_id(item) is named
+    # item_key follows it: the id's text when named, else the index (here 99)
+    assert (item_key(item, 99) != "99") is named
 
 
 @pytest.mark.parametrize(
@@ -329,10 +425,55 @@ def test_an_integer_past_pythons_digit_limit_is_an_items_error(
 def test_a_yaml_hex_integer_past_the_digit_limit_is_an_items_error(tmp_path: Path) -> None:
     # base 16 is read without a limit, but the number could not be written out in decimal
     path = write(tmp_path / "a.yaml", "- id: 1\n- n: 0x%s\n" % ("f" * 3600))
-    with pytest.raises(ItemsError, match=r"a.yaml: item 1 has an integer of more than 4300 dig"):
+    with pytest.raises(ItemsError, match=r"a.yaml:2: item 1 has an integer of more than 4300 di"):
         list(iter_items(source(path)))
     fine = write(tmp_path / "b.yaml", "- n: 0x%s\n" % ("f" * 3500))  # 4215 decimal digits
     assert len(str(next(iter_items(source(fine)))["n"])) == 4215
+
+
+_KEYS_MUST_BE = "keys in items must be text, numbers, booleans or null"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("- {? [1, 2] : x}\n", 1, "item 0 has a mapping key that is a list"),
+        (
+            "- id: 1\n- id: 2\n  when:\n    2024-01-02: x\n",
+            2,
+            "item 1 has a mapping key that is a date",
+        ),
+        ("- id: 1\n- {!!binary aGk=: x}\n", 2, "item 1 has a mapping key that is binary data"),
+        (
+            "- id: 0\n- - deep:\n      ? [a, b]\n      : x\n",  # nested: the item's line
+            2,
+            "item 1 has a mapping key that is a list",
+        ),
+        (
+            "[{id: 0},\n  {? 2024-01-02 12:00:00 : x}]\n",
+            2,
+            "item 1 has a mapping key that is a date",
+        ),
+    ],
+)
+def test_a_yaml_mapping_key_json_cannot_write_is_an_items_error_on_its_items_line(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    """YAML takes a list, a date or binary data as a mapping key; JSON, which the item is
+    written as, has no form for one: it is refused where it is read, not when it is written."""
+    path = write(tmp_path / "a.yaml", text)
+    with pytest.raises(ItemsError) as caught:
+        list(iter_items(source(path)))
+    assert caught.value.line == line
+    assert str(caught.value).startswith(f"{path}:{line}: {message}")
+    assert _KEYS_MUST_BE in str(caught.value)
+
+
+def test_yaml_mapping_keys_json_can_write_are_read(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.yaml", "- {a: 1, 2: b, 1.5: c, true: d, ~: e, '2024-01-02': f}\n")
+    assert list(iter_items(source(path))) == [
+        {"a": 1, 2: "b", 1.5: "c", True: "d", None: "e", "2024-01-02": "f"}
+    ]
 
 
 def test_an_id_with_a_lone_surrogate_gets_a_printable_key() -> None:
