@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ralph.cache import CachePeek, KeyMaker, short_key
 from ralph.errors import RalphError
 from ralph.filters import OUTPUT_FILTERS, apply_filters
-from ralph.items import item_key, numbered_items
+from ralph.items import has_id, item_key, numbered_items
 from ralph.observe.summary import SHARD_LABEL, shape_problem
 from ralph.providers.base import AttemptError, estimate_tokens
 from ralph.recipe.model import Recipe, Task
@@ -272,7 +272,7 @@ def _task_plan(
         if loops is not None:
             answer, left = loops.saved(index, item, key)
             worst = loops.longest(index, item) or prepared
-        slot = key if key != str(index) else index
+        slot = key if has_id(item) else index  # as the run keys outputs.<task>
         answers[slot] = answer if answer is not None else f"<answer of {task.name} item {key}>"
         if answer is not None:
             cached += 1

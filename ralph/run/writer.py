@@ -15,6 +15,7 @@ from typing import Any
 
 from ralph.cache import Entry, ResponseCache, short_key
 from ralph.errors import OutputError
+from ralph.items import has_id
 from ralph.observe.logs import flush_logs
 from ralph.providers.base import Response
 from ralph.run.outputs import OrderedJsonl, write_atomic
@@ -157,8 +158,9 @@ class TaskWriter:
                 self._unwritten(outcome, f"cannot write {prepared.output}: not valid Unicode text")
                 return
         if self.answers is not None:
-            by_id = prepared.key != str(prepared.index)
-            self.answers[prepared.key if by_id else prepared.index] = outcome.text
+            # by the id's text when the item has one (even "0" at index 0), else the index
+            slot = prepared.key if has_id(prepared.item) else prepared.index
+            self.answers[slot] = outcome.text
         if self._jsonl is not None:
             self._jsonl.add(prepared.index, _line(outcome))
 

@@ -323,3 +323,23 @@ def test_a_task_a_stop_kept_from_starting_is_in_the_summary(
     tasks = json.loads(summary.read_text())["tasks"]
     assert (tasks["first"]["done"], tasks["first"]["not_started"]) == (3, 7)
     assert (tasks["second"]["items"], tasks["second"]["not_started"]) == (10, 10)
+
+
+def test_outputs_of_items_with_ids_are_keyed_by_their_text_wherever_they_stand(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: keys
+        agents: {local: {provider: echo}}
+        tasks:
+          - {name: s, agent: local, for_each: [{id: "0"}, {id: b}, {id: 2}, plain], prompt: "x"}
+          - name: t
+            agent: local
+            prompt: "{{ outputs.s['0'] }} {{ outputs.s['2'] }} {{ outputs.s[3] }}"
+        """,
+    )
+    result = apply(ralph, recipe, tmp_path, "--no-cache")
+    assert result.code == 0, result.out  # an answer missing under its key fails the item
