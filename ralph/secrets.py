@@ -9,11 +9,18 @@ _KINDS = {
     "anthropic": r"\bsk-ant-[A-Za-z0-9_\-]{8,}",
     "openai": r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{16,}",
     "aws": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
-    "github": r"\bgh[pousr]_[A-Za-z0-9]{20,}",
+    # fine-grained tokens too: github_pat_, 22 characters, _, 59; a long first part keeps a
+    # snake_case name that starts github_pat_ from counting
+    "github": r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|github_pat_(?=[A-Za-z0-9_]{22})[A-Za-z0-9]{16,}[A-Za-z0-9_]*)",
     "slack": r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
     "google": r"\bAIza[0-9A-Za-z_\-]{35}",
     "jwt": r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*",
-    "private_key": r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    # a whole PEM block, or one cut off before its END line (an answer out of tokens): the
+    # base64 lines that came, each of 16 characters at least (a shorter last one is no key), so
+    # that the marker alone, as text about keys has it, is not a secret; `\n` as JSON writes it
+    "private_key": r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
+    r"|(?:(?:\s|\\n)+[A-Za-z0-9+/=]{16,})+)",
     "bearer": r"(?i:\bbearer)\s+[A-Za-z0-9._~+/\-]{16,}=*",
     "url_password": r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",
 }

@@ -7,7 +7,9 @@ Filters are built as a recipe builds them (options frozen), and one case runs th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +44,15 @@ def test_strip_control_chars_keeps_newlines_tabs_and_text() -> None:
 
 
 def test_normalize_whitespace() -> None:
-    text = "  Hello   there \t world  \n\n\n\n  second\u00a0  line  \n"
+    text = "\n\nHello   there  world  \n\n\n\nsecond\u00a0  line  \n \n"
     assert inp(text, f("normalize_whitespace")) == "Hello there world\n\nsecond line"
+
+
+def test_normalize_whitespace_keeps_indentation_and_tabs() -> None:
+    # prompts hold code: indentation carries meaning, tabs align columns
+    code = "  def f(x):\n\tif x:   return  1  \n\n\n\n    a\tb\t\tc\n"
+    expected = "  def f(x):\n\tif x: return 1\n\n    a\tb\t\tc"
+    assert inp(code, f("normalize_whitespace")) == expected
 
 
 def test_input_max_chars_refuses_by_default() -> None:
@@ -78,6 +87,14 @@ def test_input_filters_run_in_order() -> None:
 # -- output ------------------------------------------------------------------------------------
 
 
+def test_redact_secrets_leaves_text_about_secrets_alone() -> None:
+    text = (
+        "Keys start with -----BEGIN PRIVATE KEY----- and end with an END line.\n"
+        "export GITHUB_PAT=$github_pat_token_from_the_environment"
+    )
+    assert out(text, f("redact_secrets")) == text
+
+
 def test_redact_secrets() -> None:
     answer = "use sk-proj-abcdefghijklmnopqrstuvwx and AKIAABCDEFGHIJKLMNOP, not 'sk-'"
     redacted = out(answer, f("redact_secrets"))
@@ -92,6 +109,16 @@ def test_regex_replace() -> None:
     assert out("a1b22c", f("regex_replace", {"pattern": r"\d"})) == "abc"  # `with` defaults to ""
     swap = f("regex_replace", {"pattern": r"(\w+) (\w+)", "with": r"\2, \1"})
     assert out("Ada Lovelace", swap) == "Lovelace, Ada"
+
+
+@pytest.mark.parametrize(
+    ("replacement", "problem"), [(r"\2", "invalid group reference 2"), (r"\g<nope>", "nope")]
+)
+def test_a_bad_replacement_fails_the_item_not_the_run(replacement: str, problem: str) -> None:
+    # `ralph validate` refuses it; a recipe built without validating still must not crash
+    with pytest.raises(AttemptError, match=problem) as caught:
+        out("a b", f("regex_replace", {"pattern": r"(a)", "with": replacement}))
+    assert caught.value.kind == "fatal"  # asking the model again cannot help
 
 
 def test_output_max_chars_is_an_invalid_response_unless_truncating() -> None:
@@ -125,6 +152,18 @@ def test_strip_takes_fences_without_a_language() -> None:
     assert out("```\nbody\nmore\n```", f("strip", "code_fences")) == "body\nmore"
 
 
+def test_strip_leaves_an_answer_of_two_fenced_blocks_as_it_is() -> None:
+    two = "```python\nprint(1)\n```\nprose\n```python\nprint(2)\n```"
+    assert out(two, f("strip", "code_fences")) == two
+    adjacent = "```\na\n```\n```\nb\n```"
+    assert out(adjacent, f("strip", "all")) == adjacent
+
+
+def test_strip_unwraps_a_longer_fence_around_inner_fences() -> None:
+    answer = "````markdown\nRun:\n```sh\nmake\n```\n````\n"
+    assert out(answer, f("strip", "code_fences")) == "Run:\n```sh\nmake\n```"
+
+
 def test_json_answers_are_parsed_and_pretty_printed() -> None:
     assert json.loads(out('```json\n{"b": [1, 2], "a": "é"}\n```', f("json"))) == {
         "b": [1, 2],
@@ -138,6 +177,33 @@ def test_an_answer_that_is_not_json_is_an_invalid_response() -> None:
     with pytest.raises(AttemptError, match="answer is not JSON") as caught:
         out("Sure! Here is the JSON: {", f("json"))
     assert caught.value.kind == "invalid_response"
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ('{"a": NaN}', "NaN is not a JSON value"),
+        ("[Infinity]", "Infinity is not a JSON value"),
+        ('{"a": -Infinity}', "-Infinity is not a JSON value"),
+        ("[1e999]", "a number too large"),  # JSON, but it would be written back as Infinity
+    ],
+)
+def test_json_refuses_what_is_not_json_and_never_writes_it(answer: str, problem: str) -> None:
+    with pytest.raises(AttemptError, match=problem) as caught:
+        out(answer, f("json"))
+    assert caught.value.kind == "invalid_response"
+
+
+def test_an_integer_too_long_to_convert_is_an_invalid_response_not_a_crash() -> None:
+    with pytest.raises(AttemptError, match="integer of more than 4300 digits") as caught:
+        out('{"n": ' + "7" * 5000 + "}", f("json"))
+    assert caught.value.kind == "invalid_response"
+
+
+def test_json_writes_a_lone_surrogate_as_its_escape() -> None:
+    # "\ud800" is JSON, but the character it stands for cannot be written as UTF-8
+    written = out('{"a": "\\ud800 x"}', f("json"))
+    assert written == '{\n  "a": "\\ud800 x"\n}'
 
 
 def test_an_answer_nested_too_deeply_is_an_invalid_response_not_a_crash() -> None:
@@ -164,17 +230,99 @@ def test_json_schema_accepts_a_matching_answer() -> None:
 @pytest.mark.parametrize(
     ("answer", "problem"),
     [
-        ('{"title": "x"}', "'tags' is a required property"),
-        ('{"title": 3, "tags": []}', "3 is not of type 'string'"),
-        ('{"title": "x", "tags": ["chore"]}', "'chore' is not one of"),
-        ('["title"]', "is not of type 'object'"),
+        ('{"title": "x"}', "missing required property 'tags'"),
+        ('{"title": 3, "tags": []}', "at title: expected string, got integer"),
+        ('{"title": "x", "tags": ["bug", "chore"]}', 'at tags[]: expected one of "bug", "feature"'),
+        ('["title"]', "expected object, got array"),
     ],
 )
 def test_json_schema_rejects_a_mismatch_as_invalid_response(answer: str, problem: str) -> None:
-    with pytest.raises(AttemptError, match="does not match the schema") as caught:
+    with pytest.raises(AttemptError) as caught:
         out(answer, f("json", {"schema": SCHEMA}))
     assert caught.value.kind == "invalid_response"
-    assert problem in str(caught.value)
+    assert str(caught.value) == f"answer JSON does not match the schema: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("schema", "answer", "problem"),
+    [
+        ({"properties": {"n": {"maxLength": 3}}}, '{"n": "sk-a"}', "at n: expected maxLength 3"),
+        ({"const": "ok"}, '"sk-secret-value"', 'expected const "ok"'),
+        ({"not": {"type": "string"}}, '"sk-secret-value"', "does not satisfy not"),
+        ({"items": {"type": "integer"}}, '[1, "sk-secret"]', "at []: expected integer, got string"),
+        # a key the schema does not name is answer text too
+        (
+            {"additionalProperties": {"type": "integer"}},
+            '{"sk-secret-key": "x"}',
+            "at *: expected integer, got string",
+        ),
+        (
+            {"propertyNames": {"pattern": "^[a-z]+$"}},
+            '{"SK-SECRET": 1}',
+            'a property name: expected pattern "^[a-z]+$"',
+        ),
+    ],
+)
+def test_a_schema_mismatch_names_where_and_what_not_the_answer(
+    schema: dict[str, Any], answer: str, problem: str
+) -> None:
+    # the reason goes to logs and to the summary's failures: no answer text in it, and the
+    # same reason for each item that fails the same way
+    with pytest.raises(AttemptError) as caught:
+        out(answer, f("json", {"schema": schema}))
+    assert str(caught.value) == f"answer JSON does not match the schema: {problem}"
+    assert "sk-" not in str(caught.value).lower()
+
+
+def test_the_same_mismatch_in_two_answers_is_the_same_reason() -> None:
+    schema = {"type": "array", "items": {"type": "object", "required": ["id"]}}
+    reasons = set()
+    for answer in ('[{"id": 1}, {"name": "Ada"}]', '[{"name": "Grace"}, {"id": 2}, {"id": 3}]'):
+        with pytest.raises(AttemptError) as caught:
+            out(answer, f("json", {"schema": schema}))
+        reasons.add(str(caught.value))
+    assert reasons == {
+        "answer JSON does not match the schema: at []: missing required property 'id'"
+    }
+
+
+def test_an_unresolvable_ref_at_run_time_fails_the_item_not_the_run() -> None:
+    with pytest.raises(AttemptError, match="cannot resolve") as caught:
+        out("{}", f("json", {"schema": {"$ref": "#/$defs/missing"}}))
+    assert caught.value.kind == "fatal"
+
+
+@pytest.fixture
+def schema_host() -> Iterator[tuple[str, list[str]]]:
+    """A real HTTP server on 127.0.0.1 that serves a schema and notes each path asked for."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = b'{"type": "string"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", asked
+        httpd.shutdown()
+
+
+def test_a_remote_ref_is_never_fetched(schema_host: tuple[str, list[str]]) -> None:
+    base, asked = schema_host
+    with pytest.raises(AttemptError, match="cannot resolve") as caught:
+        out('"text"', f("json", {"schema": {"$ref": f"{base}/x.json"}}))
+    assert caught.value.kind == "fatal"
+    assert asked == []
 
 
 def test_output_filters_run_in_order() -> None:
@@ -228,7 +376,7 @@ def test_a_recipe_json_schema_filter_retries_and_then_fails_the_item(
     jsonl = (tmp_path / "out" / "tag.jsonl").read_text()
     records = [json.loads(line) for line in jsonl.splitlines()]
     assert records[0]["status"] == "failed"
-    assert "'tags' is a required property" in records[0]["error"]
+    assert "missing required property 'tags'" in records[0]["error"]
     assert records[1]["status"] == "done"
     assert json.loads(records[1]["answer"]) == {"title": "t", "tags": []}
 
@@ -255,7 +403,106 @@ def test_a_recipe_json_schema_filter_retries_and_then_fails_the_item(
             "-----END OPENSSH PRIVATE KEY-----",
             "[REDACTED:private_key]",
         ),
+        (
+            "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123",
+            "[REDACTED:github]",
+        ),
+        # cut off before its END line, as an answer that ran out of tokens is
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx4Ugn2Kq1Zz9abcdefghij\n"
+            "klmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS",
+            "[REDACTED:private_key]",
+        ),
+        # the same inside a JSON string, its line breaks written \n
+        (
+            "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+            "[REDACTED:private_key]",
+        ),
     ],
 )
 def test_redact_secrets_names_each_kind(secret: str, shown: str) -> None:
     assert out(f"see {secret} here", f("redact_secrets")) == f"see {shown} here"
+
+
+# -- checked when the recipe is validated ------------------------------------------------------
+
+FILTER_RECIPE = """
+version: 1
+name: filter-check
+agents:
+  writer: {provider: echo}
+tasks:
+  - name: tag
+    agent: writer
+    prompt: hi
+    filters:
+      output:
+        - FILTER
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        (
+            "json: {schema: {type: foo}}",
+            "filters.output[0].json.schema.type: not a valid JSON Schema: 'foo' is not valid",
+        ),
+        (
+            "json: {schema: {type: object, required: 5}}",
+            "filters.output[0].json.schema.required: not a valid JSON Schema: 5 is not of type",
+        ),
+        (
+            "json: {schema: {$ref: '#/$defs/missing'}}",
+            "json.schema.$ref: '#/$defs/missing' points to nothing in this schema",
+        ),
+        (
+            "json: {schema: {properties: {a: {$ref: 'http://127.0.0.1:9/x.json'}}}}",
+            "json.schema.properties.a.$ref: 'http://127.0.0.1:9/x.json' is outside this schema",
+        ),
+        (
+            "json: {schema: {$ref: '#/required', required: [a]}}",
+            "'#/required' points to something that is not a schema",
+        ),
+        (
+            "json: {schema: {$id: 'http://[bad', $ref: 'x'}}",
+            "json.schema.$ref: 'x' cannot be resolved: Invalid IPv6 URL",
+        ),
+        (
+            "json: {schema: {$id: 'http://[bad', $defs: {a: {$id: 'a'}}}}",
+            "json.schema.$defs.a.$id: not a usable $id: Invalid IPv6 URL",
+        ),
+        (
+            r"regex_replace: {pattern: '(a)', with: '\2'}",
+            "regex_replace.with: invalid replacement: invalid group reference 2",
+        ),
+        (
+            r"regex_replace: {pattern: '(?P<x>a)', with: '\g<nope>'}",
+            "regex_replace.with: invalid replacement: unknown group name 'nope'",
+        ),
+    ],
+)
+def test_validate_refuses_filter_options_that_would_fail_every_item(
+    ralph: Callable[..., Result], tmp_path: Path, spec: str, problem: str
+) -> None:
+    recipe = write_recipe(tmp_path, FILTER_RECIPE.replace("FILTER", spec))
+    result = ralph("validate", str(recipe))
+    assert result.code == 1, result.out + result.err
+    assert "recipe.yaml:12:" in result.out + result.err
+    assert problem in result.out + result.err
+
+
+def test_validate_accepts_refs_within_the_schema(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    spec = (
+        "json: {schema: {$id: 'https://example.com/root', $ref: '#/$defs/a', "
+        "$defs: {a: {type: object, properties: {b: {$ref: '#/$defs/b'}}}, "
+        "b: {$id: 'b', $ref: 'root#/$defs/c'}, c: {const: {$ref: 'elsewhere'}}}}}"
+    )
+    swap = r"regex_replace: {pattern: '(?P<first>\w+) (\w+)', with: '\2 \g<first>'}"
+    recipe = write_recipe(
+        tmp_path, FILTER_RECIPE.replace("- FILTER", f"- {spec}\n        - {swap}")
+    )
+    result = ralph("validate", str(recipe))
+    assert result.code == 0, result.out + result.err

@@ -168,6 +168,7 @@ def _task_problems(
         yield from _prompt_source(task, path, where)
         yield from _files(task, path, base_dir, where)
         yield from _regexes(task, path, where)
+        yield from _filter_options(task, path, where)
         later = frozenset(str(n) for n in names[len(seen) :] if n != name)
         scope = _scope(task, variables, frozenset(seen) - {name}, later)
         yield from _templates(task, path, scope, base_dir, where)
@@ -271,6 +272,15 @@ def _regexes(task: dict[str, Any], path: Key, where: Locator) -> Iterator[Proble
     yield from _condition_regexes(
         _mapping(task.get("loop")).get("until"), (*path, "loop", "until"), where
     )
+
+
+def _filter_options(task: dict[str, Any], path: Key, where: Locator) -> Iterator[Problem]:
+    from ralph.filters import option_problems
+
+    for index, spec in enumerate(_list(_mapping(task.get("filters")).get("output"))):
+        for name, options in _mapping(spec).items():
+            for sub, message in option_problems(name, options):
+                yield where.problem((*path, "filters", "output", index, name, *sub), message)
 
 
 def _condition_regexes(condition: Any, path: Key, where: Locator) -> Iterator[Problem]:
