@@ -246,13 +246,14 @@ def _run(
         raise
     close_logging()
     summary = stats.as_dict()
+    # shown first: a summary file that cannot be written must not hide how the run ended
+    typer.echo(render_summary(summary))
     if summary_file is not None and summary_file.suffix == ".prom":
         from ralph.observe.metrics import prometheus
 
         write_atomic(summary_file, prometheus(stats))
     elif summary_file is not None:
         write_atomic(summary_file, dumps_pretty(summary) + "\n")
-    typer.echo(render_summary(summary))
     return stats.exit_code
 
 

@@ -192,6 +192,14 @@ def test_text_format_is_one_readable_line_per_event(
     assert MARKER not in text and TEST_KEY not in text
 
 
+def test_a_text_line_break_in_a_value_cannot_forge_another_event() -> None:
+    line = logs.TextFormatter().event_line(
+        {"level": "info", "event": "cache_hit", "item": "a\ninfo attempt task=forged", "n": 3}
+    )
+    assert line == 'info cache_hit item="a\\ninfo attempt task=forged" n=3'
+    assert "\n" not in line
+
+
 def test_security_events(
     ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
 ) -> None:

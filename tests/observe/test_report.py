@@ -164,3 +164,24 @@ def test_loop_tasks_say_how_their_loops_ended(
     summary = run(ralph, recipe, tmp_path, "--skip-health")
     assert summary["tasks"]["build"]["loop"] == {"iterations": 1, "stops": {"done": 1}}
     assert render_summary(summary, timings=False) == snapshot
+
+
+def test_a_summary_file_that_cannot_be_written_does_not_hide_how_the_run_ended(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: unwritable-summary
+        agents: {local: {provider: echo}}
+        tasks: [{name: t, agent: local, prompt: hi}]
+        """,
+    )
+    (tmp_path / "run.json").mkdir()
+    result = ralph(
+        *apply_args(recipe, tmp_path / "out", "--summary-file", str(tmp_path / "run.json"))
+    )
+    assert result.code == 1
+    assert "unwritable-summary: done (exit 0)" in result.out  # the run's own outcome, shown
+    assert "is a folder, not a file" in result.err
