@@ -62,7 +62,7 @@ def _lines(stats: RunStats) -> Iterator[str]:
         "ralph_cache_misses_total",
         "counter",
         "Attempts sent because the cache had no answer (retries included)",
-        [({"agent": a}, st.requests) for a, st in stats.agents.items()],
+        [({"agent": a}, st.cache_misses) for a, st in stats.agents.items()],
     )
     yield from _family(
         "ralph_tokens_total",

@@ -24,6 +24,7 @@ class AgentStats:
     model: str | None
     requests: int = 0
     cache_hits: int = 0
+    cache_misses: int = 0  # attempts sent because the cache had no answer (not with it off)
     retries: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)  # attempts by outcome: ok, 5xx, ...
     input_tokens: int = 0

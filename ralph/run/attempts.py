@@ -160,6 +160,8 @@ class Attempts:
         latency_ms = (time.perf_counter() - started) * 1000
         stats = self.engine.agent_stats(rt)
         stats.requests += 1
+        if key is not None:  # None: the cache is off for it (--no-cache, a loop, a command)
+            stats.cache_misses += 1
         stats.statuses[error.kind if error else "ok"] += 1
         stats.latencies_ms.append(latency_ms)
         tokens_in = response.input_tokens if response else 0

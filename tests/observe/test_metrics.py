@@ -138,6 +138,12 @@ def test_summary_file_in_prometheus_format(ralph: Callable[..., Result], tmp_pat
     text = prom.read_text()
     assert 'ralph_requests_total{agent="local",status="ok"} 1' in text
     assert 'ralph_items{task="t",state="done"} 1' in text
+    assert 'ralph_cache_misses_total{agent="local"} 1' in text
+    again = ralph(*apply_args(recipe, tmp_path / "out", "--summary-file", str(prom), "--no-cache"))
+    assert again.code == 0
+    text = prom.read_text()
+    assert 'ralph_requests_total{agent="local",status="ok"} 1' in text
+    assert 'ralph_cache_misses_total{agent="local"} 0' in text  # the cache was off: no miss
 
 
 def test_serve_on_a_port_in_use_is_a_clear_error(
