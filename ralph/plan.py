@@ -21,12 +21,12 @@ from ralph.filters import OUTPUT_FILTERS, apply_filters
 from ralph.items import has_id, item_key, numbered_items
 from ralph.observe.summary import SHARD_LABEL, shape_problem
 from ralph.providers.base import AttemptError, estimate_tokens
-from ralph.recipe.model import Recipe, Task
+from ralph.recipe.model import Agent, Recipe, Task
 from ralph.run.agents import reserved_output_tokens
 from ralph.run.attempts import worst_input_tokens
 from ralph.run.checkpoint import LoopState, fingerprint, loop_folder
 from ralph.run.outputs import OutputPathError
-from ralph.run.prepare import ItemRejected, LoopContext, Prepared, Preparer, reads_outputs
+from ralph.run.prepare import ItemRejected, LoopContext, Preparer, reads_outputs
 
 if TYPE_CHECKING:
     from ralph.shard import Shard
@@ -268,10 +268,10 @@ def _task_plan(
         requests = [(maker.key(prepared.request(chained)), chained) for maker, chained in chain]
         prompt_keys[key] = short_key(requests[0][0])
         answer = _cached_answer(cache, [k for k, _ in requests], task) if use_cache else None
-        left, worst = 1, prepared
+        left, worst = 1, worst_input_tokens(prepared.request(agent))
         if loops is not None:
             answer, left = loops.saved(index, item, key)
-            worst = loops.longest(index, item) or prepared
+            worst = loops.longest_input(index, item, agent) or worst
         slot = key if has_id(item) else index  # as the run keys outputs.<task>
         answers[slot] = answer if answer is not None else f"<answer of {task.name} item {key}>"
         if answer is not None:
@@ -285,7 +285,7 @@ def _task_plan(
         system = estimate_tokens(prepared.system, ratio) if prepared.system else 0
         first_input += estimate_tokens(prepared.prompt, ratio) + system
         input_tokens += (estimate_tokens(prepared.prompt, ratio) + system) * left
-        worst_input += worst_input_tokens(worst.request(agent)) * left
+        worst_input += worst * left
     outputs[task.name] = next(iter(answers.values()), None) if task.items is None else answers
     worst_output = reserved_output_tokens(agent)  # the worst case a run's budget holds back
     price_in, price_out = agent.pricing.input_per_mtok / 1e6, agent.pricing.output_per_mtok / 1e6
@@ -309,6 +309,9 @@ def _task_plan(
     )
 
 
+_ANSWER_STAND_IN = "\x1dralph-answer\x1d"  # text no template makes by chance
+
+
 class _Loops:
     """What a loop task's items have left to do, by their saved states, and their longest
     prompt: the last allowed iteration's, with `previous` and `history` at their full size."""
@@ -330,13 +333,20 @@ class _Loops:
             return state.answer, 0
         return None, max(0, self.loop.max_iterations - state.iteration)
 
-    def longest(self, index: int, item: Any) -> Prepared | None:
-        full = "x" * self.loop.previous_bytes
-        context = LoopContext(self.loop.max_iterations, full, (full,) * self.loop.history)
+    def longest_input(self, index: int, item: Any, agent: Agent) -> int | None:
+        """The most input tokens an iteration can send: rendered with a stand-in for each
+        answer `previous` and `history` hold, then each counted at its full previous_size
+        (not built: a previous_size may be larger than memory)."""
+        stand_in = _ANSWER_STAND_IN
+        history = (stand_in,) * self.loop.history
+        context = LoopContext(self.loop.max_iterations, stand_in, history)
         try:
-            return self.preparer.prepare(index, item, context)
+            prepared = self.preparer.prepare(index, item, context)
         except (ItemRejected, OutputPathError):
             return None
+        shown = prepared.prompt.count(stand_in) + (prepared.system or "").count(stand_in)
+        rendered = worst_input_tokens(prepared.request(agent))
+        return rendered + shown * (self.loop.previous_bytes - len(stand_in.encode()))
 
 
 def _cached_answer(cache: CachePeek, keys: list[str], task: Task) -> str | None:

@@ -31,9 +31,19 @@ def recipe_schema() -> dict[str, Any]:
 
 @functools.cache
 def _validator() -> Validator:
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator, validators
 
-    return Draft202012Validator(recipe_schema())
+    # JSON Schema's "integer" takes 2.0; the run would then count with a float (range(2.0)
+    # fails), so an integer here is written as one
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int)
+    # (jsonschema's extend() carries no annotations)
+    strict = validators.extend(Draft202012Validator, type_checker=checker)  # type: ignore[no-untyped-call]
+    validator: Validator = strict(recipe_schema())
+    return validator
+
+
+def _is_int(checker: object, value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def schema_findings(data: Any) -> list[Finding]:

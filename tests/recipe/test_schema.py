@@ -30,6 +30,15 @@ def test_a_valid_recipe_has_no_findings() -> None:
     assert schema_findings(recipe()) == []
 
 
+def test_a_whole_number_is_written_as_one() -> None:
+    # JSON Schema's "integer" takes 2.0, which the run cannot count with
+    agents = {"writer": {"provider": "echo", "concurrency": 2.0}}
+    assert schema_findings(recipe(agents=agents)) == [
+        (("agents", "writer", "concurrency"), False, "expected a whole number, got 2.0")
+    ]
+    assert schema_findings(recipe(agents={"writer": {"provider": "echo", "concurrency": 2}})) == []
+
+
 def test_a_bad_key_name_is_reported_at_the_key_itself() -> None:
     findings = schema_findings(recipe(agents={"9lives": {"provider": "echo"}}))
     assert findings == [

@@ -590,3 +590,12 @@ def test_a_loops_worst_case_has_previous_and_history_at_their_full_size(
     task = json.loads(shown.out)["tasks"][0]
     assert task["max_requests"] == 3
     assert task["max_input_tokens"] >= 3 * 3 * 1000  # previous and two history entries, 3 times
+
+
+def test_a_huge_previous_size_is_priced_not_built(ralph: Ralph, tmp_path: Path) -> None:
+    prompt = "Iteration {{ iteration }}\n{{ previous }}\n"
+    loop = "{until: LOOP_COMPLETE, max_iterations: 2, previous_size: 100GB}"
+    case = loop_case(tmp_path, {}, loop, prompt=prompt)
+    shown = ralph("plan", str(case.recipe), "--out", str(case.out), "-f", "json")
+    assert shown.code == 0, shown.err
+    assert json.loads(shown.out)["tasks"][0]["max_input_tokens"] >= 2 * 100 * 10**9
