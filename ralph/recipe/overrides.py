@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ralph.errors import UsageError
+from ralph.recipe.load import MAX_DEPTH
 
 _SECTIONS = ("vars", "agents", "limits", "tasks")
 _NAMED = {"agents": "agent", "tasks": "task"}  # sections whose entries --set picks by name
@@ -143,11 +144,27 @@ def _parse_value(raw: str) -> Any:
         value = YAML(typ="safe", pure=True).load(raw)
     except YAMLError:
         return raw
+    except RecursionError:  # deeper than the parser goes
+        raise _too_deep() from None
+    if _depth(value) > MAX_DEPTH:  # as deep as a recipe may be, no deeper
+        raise _too_deep()
     if value is None:
         return None if raw.strip() in ("null", "~") else raw
     if isinstance(value, dict | list) and not raw.lstrip().startswith(("{", "[")):
         return raw
     return _plain(value)
+
+
+def _too_deep() -> UsageError:
+    return UsageError(f"--set value is nested more than {MAX_DEPTH} levels deep")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
 
 
 def _plain(value: Any) -> Any:

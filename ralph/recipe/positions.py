@@ -22,7 +22,9 @@ def dotted(path: Path) -> str:
             out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
-    return redact(out)
+    shown = redact(out)
+    # a key may hold a lone surrogate (YAML's "\ud800"), which no terminal or file takes
+    return shown if shown.isascii() else shown.encode("utf-8", "backslashreplace").decode()
 
 
 def locate(tree: Any, path: Path, *, at_key: bool = False) -> tuple[int, int]:

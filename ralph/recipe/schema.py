@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import re
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -37,13 +38,28 @@ def _validator() -> Validator:
     # fails), so an integer here is written as one
     checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int)
     # (jsonschema's extend() carries no annotations)
-    strict = validators.extend(Draft202012Validator, type_checker=checker)  # type: ignore[no-untyped-call]
+    strict = validators.extend(  # type: ignore[no-untyped-call]
+        Draft202012Validator, type_checker=checker, validators={"pattern": _pattern}
+    )
     validator: Validator = strict(recipe_schema())
     return validator
 
 
 def _is_int(checker: object, value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pattern(
+    validator: Validator, pattern: str, instance: object, schema: object
+) -> Iterator[ValidationError]:
+    """`pattern` as JSON Schema means it (ECMA-262): Python's `$` also matches before a final
+    line break, which let `name: "greet\n"` and `timeout: "5s\n"` through."""
+    from jsonschema import ValidationError
+
+    if not isinstance(instance, str):
+        return
+    if re.search(pattern, instance) is None or (pattern.endswith("$") and instance.endswith("\n")):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 def schema_findings(data: Any) -> list[Finding]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from ralph.errors import Problem
 from ralph.recipe.validate import ValidationReport
@@ -20,7 +21,9 @@ def render_report(report: ValidationReport, fmt: str, *, color: bool = False) ->
     if fmt == "sarif":
         return json.dumps(sarif(report), indent=2)
     lines = [_github(p) if fmt == "github" else _text(p, color) for p in report.problems]
-    return "\n".join([*lines, summary(report)])
+    text = "\n".join([*lines, summary(report)])
+    # a key may hold a lone surrogate (YAML's "\ud800"), which no terminal takes: its escape
+    return text.encode("utf-8", "backslashreplace").decode()
 
 
 def summary(report: ValidationReport) -> str:
@@ -76,7 +79,8 @@ def sarif(report: ValidationReport) -> dict[str, Any]:
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": p.file},
+                        # a URI reference: a space, '%' or '#' in a path is escaped
+                        "artifactLocation": {"uri": quote(p.file)},
                         "region": {"startLine": p.line, "startColumn": p.column},
                     }
                 }

@@ -286,6 +286,13 @@ def test_an_assignment_can_be_checked_without_a_recipe() -> None:
         parse_set("tone")
 
 
+@pytest.mark.parametrize("depth", [65, 600])  # past a recipe's depth; past the parser's
+def test_a_value_nested_too_deeply_is_a_usage_error(depth: int) -> None:
+    with pytest.raises(UsageError, match=r"^--set value is nested more than 64 levels deep$"):
+        parse_set("tone=" + "[" * depth + "]" * depth)
+    assert parse_set("tone=" + "[" * 64 + "]" * 64)[0] == ["vars", "tone"]
+
+
 def test_a_malformed_assignment_stops_load_recipe_with_its_message(recipe_path: Path) -> None:
     with pytest.raises(RalphError, match="no agent named 'writr' \\(agents: writer, coder\\)"):
         load_recipe(recipe_path, sets=["agents.writr.model=x"])

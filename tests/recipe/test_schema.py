@@ -39,6 +39,24 @@ def test_a_whole_number_is_written_as_one() -> None:
     assert schema_findings(recipe(agents={"writer": {"provider": "echo", "concurrency": 2}})) == []
 
 
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        ({"name": "greet\n"}, ("name",)),
+        (
+            {"agents": {"writer": {"provider": "echo", "timeout": "5s\n"}}},
+            ("agents", "writer", "timeout"),
+        ),
+    ],
+)
+def test_a_pattern_matches_the_whole_value_not_up_to_a_final_line_break(
+    changes: dict[str, Any], where: tuple[str, ...]
+) -> None:
+    # JSON Schema's regexes are ECMA-262's, whose `$` is the end; Python's also matches before "\n"
+    (finding,) = schema_findings(recipe(**changes))
+    assert finding[0] == where
+
+
 def test_a_bad_key_name_is_reported_at_the_key_itself() -> None:
     findings = schema_findings(recipe(agents={"9lives": {"provider": "echo"}}))
     assert findings == [

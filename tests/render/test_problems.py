@@ -103,7 +103,7 @@ def test_github_annotations_carry_the_severity() -> None:
 
 
 def test_sarif_for_code_scanning(ralph: Callable[..., Result], tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
+    bad = tmp_path / "my bad#1 %.yaml"  # the URI escapes what a URI reference cannot hold
     recipe = "version: 1\nname: x\nagents: {a: {provider: echo}}\ntasks:\n"
     bad.write_text(recipe + "  - {name: t, agent: b, prompt: hi}\n")
     result = ralph("validate", str(bad), "--format", "sarif")
@@ -117,5 +117,19 @@ def test_sarif_for_code_scanning(ralph: Callable[..., Result], tmp_path: Path) -
     assert finding["ruleId"] in rule_ids and finding["level"] == "error"
     assert "unknown agent 'b'" in finding["message"]["text"]
     location = finding["locations"][0]["physicalLocation"]
-    assert location["artifactLocation"]["uri"] == str(bad)
+    assert location["artifactLocation"]["uri"] == f"{tmp_path}/my%20bad%231%20%25.yaml"
     assert location["region"] == {"startLine": 5, "startColumn": 22}
+
+
+def test_a_key_holding_a_lone_surrogate_is_shown_as_its_escape(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        'version: 1\nname: a\nagents:\n  local: {provider: echo, "\\ud800x": 1}\n'
+        "tasks:\n  - {name: t, agent: local, prompt: hi}\n"
+    )
+    for fmt in ("text", "github"):
+        result = ralph("validate", str(recipe), "--format", fmt)
+        assert result.code == 1, result.err
+        assert "agents.local.\\ud800x: unknown key '\\ud800x'" in result.out
