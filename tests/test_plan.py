@@ -495,3 +495,21 @@ def test_items_with_the_same_id_are_counted_each(
     tasks = f'          - {{name: t, agent: local, for_each: {items}, prompt: "{{{{ item.n }}}}"}}'
     planned = json.loads(ralph("plan", str(agree_recipe(tmp_path, tasks)), "-f", "json").out)
     assert (planned["tasks"][0]["items"], planned["tasks"][0]["requests"]) == (5, 5)
+
+
+def test_max_completion_tokens_caps_the_answer_as_max_tokens_does(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: reasoning
+        agents: {local: {provider: echo, params: {max_completion_tokens: 100000}}}
+        limits: {max_tokens: 50000}
+        tasks: [{name: t, agent: local, prompt: hi}]
+        """,
+    )
+    shown = ralph("apply", str(recipe), "--dry-run")
+    assert shown.code == 4, shown.out  # the answer may take 100,000 tokens, not 4096
+    assert "max_tokens 50000: needs up to 100002" in shown.out

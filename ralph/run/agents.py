@@ -38,10 +38,16 @@ class AgentRuntime:
         ) / 1e6
 
 
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens")
+"""The params that cap an answer: OpenAI's newer name is required by its reasoning models."""
+
+
 def worst_output_tokens(agent: Agent) -> int:
-    """The longest answer `params.max_tokens` allows (or a default): what pacing assumes."""
-    max_tokens = agent.params.get("max_tokens")
-    return max_tokens if isinstance(max_tokens, int) else DEFAULT_WORST_OUTPUT_TOKENS
+    """The longest answer the params allow (or a default): what pacing and budgets assume. With
+    both caps given, the larger: budgets must hold whichever the API applies."""
+    caps = [agent.params.get(name) for name in OUTPUT_CAPS]
+    given = [cap for cap in caps if isinstance(cap, int) and not isinstance(cap, bool)]
+    return max(given) if given else DEFAULT_WORST_OUTPUT_TOKENS
 
 
 def reserved_output_tokens(agent: Agent) -> int:

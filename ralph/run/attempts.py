@@ -73,7 +73,10 @@ class Attempts:
             try:
                 async with rt.limit:
                     if rt.paced:
-                        tokens = estimate_tokens(request.prompt, rt.agent.chars_per_token)
+                        ratio = rt.agent.chars_per_token
+                        tokens = estimate_tokens(request.prompt, ratio)
+                        if request.system:  # sent with every request: its tokens count too
+                            tokens += estimate_tokens(request.system, ratio)
                         await rt.pace(tokens + rt.worst_output)
                     if (held := self._held_back(rt)) is not None:
                         engine.budget.release(reservation)

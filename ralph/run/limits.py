@@ -80,8 +80,10 @@ class Budget:
 
 
 class Pacer:
-    """Spaces acquisitions evenly at `per_minute` units a minute: never a burst, so no
-    60-second window ever holds more than the limit.
+    """Lets `per_minute` units a minute through, by two rules: acquisitions are spaced evenly
+    (`amount` slots after each), so there is never a burst; and the amounts of the last minute
+    never add up past the limit, which spacing alone allowed by one acquisition (an amount
+    larger than the limit goes alone, into an empty minute).
 
     The next slot is counted from when an acquisition really went, not from when it was due:
     slots handed out ahead of time would all fall due together after the event loop stalls
@@ -89,17 +91,39 @@ class Pacer:
     only the one at the head sleeps.
     """
 
-    def __init__(self, per_minute: float) -> None:
-        self.interval = 60.0 / per_minute
+    def __init__(self, per_minute: float, window_s: float = 60.0) -> None:
+        self.per_window = per_minute
+        self.window_s = window_s
+        self.interval = window_s / per_minute
         self._next = 0.0
+        self._sent: deque[tuple[float, float]] = deque()  # (when, amount) of the last window
         self._lock = asyncio.Lock()
 
     async def acquire(self, amount: float = 1.0) -> None:
         async with self._lock:
-            wait = self._next - time.monotonic()
-            if wait > 0:
+            while (wait := self._wait(amount)) > 0:
                 await asyncio.sleep(wait)
-            self._next = time.monotonic() + amount * self.interval
+            now = time.monotonic()
+            self._sent.append((now, amount))
+            self._next = now + amount * self.interval
+
+    def _wait(self, amount: float) -> float:
+        now = time.monotonic()
+        while self._sent and self._sent[0][0] <= now - self.window_s:
+            self._sent.popleft()
+        return max(self._next - now, self._room_in(amount, now))
+
+    def _room_in(self, amount: float, now: float) -> float:
+        """How long until `amount` more fits in the window: until enough of the oldest
+        acquisitions have left it."""
+        excess = sum(sent for _, sent in self._sent) + amount - self.per_window
+        if excess <= 0 or not self._sent:
+            return 0.0
+        for went, sent in self._sent:
+            excess -= sent
+            if excess <= 0:
+                return went + self.window_s - now
+        return self._sent[-1][0] + self.window_s - now
 
 
 class AdaptiveLimit:
@@ -146,10 +170,10 @@ class AdaptiveLimit:
     def on_rate_limited(self) -> None:
         # the requests already in flight saw the same limit: shrink once per round, not per 429
         now = time.monotonic()
+        self._successes = 0  # a 429 breaks a run of successes, in the cooldown too
         if now < self._cooldown_until:
             return
         self.limit = max(1, self.limit // 2)
-        self._successes = 0
         self._cooldown_until = now + self.cooldown_s
 
     def on_success(self) -> None:

@@ -278,6 +278,23 @@ def test_requests_per_minute_paces_the_agent(
     assert time.perf_counter() - started >= 0.4, "5 requests at 10 a second, evenly spaced"
 
 
+def test_tokens_per_minute_counts_the_system_prompt(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    # each request is ~100 tokens of system prompt, 3 of prompt and 50 of answer: at 12,000
+    # a minute they are ~0.75 s apart (without the system prompt, ~0.27 s)
+    system = "system: '" + "x" * 400 + "'"
+    text = recipe_text(
+        server.base_url,
+        items=3,
+        agent_extra="rate_limit: {tokens_per_minute: 12000}",
+        task_extra=system,
+    )
+    started = time.perf_counter()
+    assert apply(ralph, write_recipe(tmp_path, text), tmp_path).code == 0
+    assert time.perf_counter() - started >= 1.4
+
+
 def test_an_item_with_a_lone_surrogate_is_refused_and_the_rest_run(
     ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
 ) -> None:

@@ -192,6 +192,34 @@ def test_pacer_amount_spaces_the_next_acquisition_by_that_many_slots() -> None:
     assert second - first >= 3 * INTERVAL - SLACK
 
 
+def test_a_windows_amounts_never_add_up_past_the_limit() -> None:
+    # spacing alone let a window hold the limit and one more: 4 x 3 = 12 of 10 in 0.45 s
+    async def scenario() -> list[float]:
+        pacer = Pacer(10, window_s=0.5)
+        stamps = []
+        for _ in range(5):
+            await pacer.acquire(3)
+            stamps.append(time.monotonic())
+        return stamps
+
+    stamps = asyncio.run(scenario())
+    for i, start in enumerate(stamps):
+        inside = sum(1 for t in stamps[i:] if t < start + 0.5 - SLACK)
+        assert 3 * inside <= 10, [round(t - stamps[0], 3) for t in stamps]
+
+
+def test_an_amount_larger_than_the_limit_goes_alone() -> None:
+    async def scenario() -> tuple[float, float]:
+        pacer = Pacer(10, window_s=0.2)
+        await pacer.acquire(25)
+        first = time.monotonic()
+        await pacer.acquire(1)
+        return first, time.monotonic()
+
+    first, second = asyncio.run(scenario())
+    assert second - first >= 0.2 - SLACK
+
+
 # -- AdaptiveLimit -------------------------------------------------------------------------
 
 
@@ -380,3 +408,12 @@ def test_cancelled_waiters_do_not_leak_slots() -> None:
         return await _peak(limit, 10)
 
     assert asyncio.run(scenario()) == 2
+
+
+def test_a_429_in_the_cooldown_still_breaks_a_run_of_successes() -> None:
+    limit = AdaptiveLimit(8)
+    limit.on_rate_limited()  # 8 -> 4, and a cooldown starts
+    for _ in range(4):
+        limit.on_success()
+        limit.on_rate_limited()  # within the cooldown: no halving, but no run either
+    assert limit.limit == 4
