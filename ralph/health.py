@@ -148,8 +148,9 @@ def _command(check: CommandCheck) -> Probe:
         try:
             code = await asyncio.wait_for(process.wait(), check.timeout_s)
         except TimeoutError:
-            process.kill()
-            await process.wait()
+            from ralph.providers.command import kill_group
+
+            await kill_group(process)  # the whole group: what it started must not outlive it
             return f"no exit within {check.timeout_s:g}s"
         return None if code == check.expect_exit else f"exit {code}, expected {check.expect_exit}"
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -153,18 +155,40 @@ def _read_key_file(agent: Agent) -> str:
     return value
 
 
+_KEY_COMMAND_TIMEOUT_S = 30.0
+
+
+def _run_bounded(argv: list[str], timeout_s: float) -> subprocess.CompletedProcess[bytes]:
+    """`argv` run to its end, or its whole process group killed at `timeout_s` (subprocess.run
+    kills the child only, and what it started lives on). Bytes, not text: output that is not
+    UTF-8 is a configuration error, not a crash."""
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+
 def _run_key_command(agent: Agent) -> str:
     assert agent.api_key_command is not None
     program = agent.api_key_command[0]
     try:
-        # bytes, not text: output that is not UTF-8 is a configuration error, not a crash
-        done = subprocess.run(
-            list(agent.api_key_command), capture_output=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        done = _run_bounded(list(agent.api_key_command), _KEY_COMMAND_TIMEOUT_S)
+    except OSError as exc:
         raise ConfigError(
             f"agent '{agent.name}': api_key_command '{program}' could not run: "
-            f"{exc.__class__.__name__}"
+            f"{exc.strerror or exc}"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"agent '{agent.name}': api_key_command '{program}' did not finish within "
+            f"{_KEY_COMMAND_TIMEOUT_S:g}s"
         ) from None
     if done.returncode != 0:
         # its output may hold the key or part of it: report only the exit status

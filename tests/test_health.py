@@ -9,8 +9,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from ralph.testing import FakeLLMServer
-from tests.conftest import TEST_KEY, Result, apply_args, write_recipe
+from tests.conftest import TEST_KEY, Result, apply_args, gone, write_recipe
 
 
 def recipe_with(tmp_path: Path, agents: str, checks: str = "[]") -> Path:
@@ -103,6 +105,38 @@ def test_command_agent_probe(ralph: Callable[..., Result], tmp_path: Path) -> No
     )
     code, results = health(ralph, recipe_with(tmp_path, failing_probe), tmp_path)
     assert code == 1 and "exited with 3" in str(results[0]["detail"])
+
+
+def test_a_command_given_as_a_path_is_found_from_its_workdir(
+    ralph: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = tmp_path / "sub" / "agent.sh"
+    agent.parent.mkdir()
+    agent.write_text("#!/bin/sh\ncat\n")
+    agent.chmod(0o755)
+    relative = """          main:
+            provider: command
+            command: [./agent.sh]
+            workdir: sub
+            probe: [./agent.sh, --version]"""
+    monkeypatch.chdir("/")  # not where the agent is: the run starts it in its workdir
+    assert health(ralph, recipe_with(tmp_path, relative), tmp_path)[0] == 0
+    code, results = health(
+        ralph, recipe_with(tmp_path, relative.replace("sub", "elsewhere")), tmp_path
+    )
+    assert code == 1 and "command './agent.sh' not found in" in str(results[0]["detail"])
+
+
+def test_a_check_that_hangs_is_stopped_with_all_it_started(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    child = tmp_path / "child.pid"
+    checks = f"""[{{command: [sh, -c, "sleep 30 & echo $! > {child}; wait"], timeout: 1s}}]"""
+    echo = """          main:
+            provider: echo"""
+    code, results = health(ralph, recipe_with(tmp_path, echo, checks), tmp_path)
+    assert code == 1 and "no exit within 1s" in [str(r["detail"]) for r in results]
+    assert gone(int(child.read_text())), "what the check started outlived it"
 
 
 def test_failing_recipe_checks(

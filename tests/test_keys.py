@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from ralph import keys
 from ralph.errors import ConfigError
 from ralph.keys import KeySource, Secret, resolve_key
 from ralph.recipe.model import Agent
 from ralph.secrets import redact
-from ralph.testing import FakeLLMServer
-from tests.conftest import TEST_KEY, Result, apply_args, write_recipe
+from tests.conftest import gone
 
 KEY = "sk-test-keys-0123456789abcdefXYZ"
 
@@ -167,55 +166,16 @@ def test_a_key_command_that_prints_bytes_that_are_not_utf8_is_an_error() -> None
 
 
 def test_a_key_command_that_cannot_start_says_why() -> None:
-    with pytest.raises(ConfigError, match="could not run: FileNotFoundError"):
+    with pytest.raises(ConfigError, match="could not run: No such file or directory"):
         resolve_key(agent(api_key_command=("ralph-test-no-such-program",)))
 
 
-def test_the_secret_never_shows_in_repr_str_or_formatting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RALPH_TEST_KEY", KEY)
-    secret = resolve_key(agent(api_key_env="RALPH_TEST_KEY"))
-    assert isinstance(secret, Secret)
-    shown = [
-        repr(secret),
-        str(secret),
-        f"{secret}",
-        f"{secret!r}",
-        repr([secret]),
-        repr({1: secret}),
-    ]
-    for text in shown:
-        assert KEY not in text
-        assert KEY[:10] not in text
-    assert str(secret) == "[secret]"
-    assert secret.value == KEY  # only an explicit .value reveals it
-
-
-def test_a_key_command_runs_once_per_apply(
-    ralph: Callable[..., Result],
-    server: FakeLLMServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_key_command_that_hangs_is_stopped_with_all_it_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("RALPH_TEST_VAULT", TEST_KEY)  # stands in for a secret store
-    counter = tmp_path / "reads"
-    script = f"import os, pathlib; p = pathlib.Path({str(counter)!r}); "
-    script += "p.write_text(p.read_text() + 'x' if p.exists() else 'x'); "
-    script += "print(os.environ['RALPH_TEST_VAULT'])"
-    recipe = write_recipe(
-        tmp_path,
-        f"""
-        version: 1
-        name: key-once
-        agents:
-          writer:
-            provider: openai
-            base_url: {server.base_url}
-            model: m
-            api_key_command: [{sys.executable}, -c, "{script}"]
-        tasks: [{{name: t, agent: writer, prompt: hi}}]
-    """,
-    )
-    result = ralph(*apply_args(recipe, tmp_path / "out"))
-    assert result.code == 0, result.out + result.err
-    assert server.counts["/v1/models"] == 1  # the health check ran, with the same key
-    assert counter.read_text() == "x", "the key command ran more than once"
+    monkeypatch.setattr(keys, "_KEY_COMMAND_TIMEOUT_S", 0.5)
+    child = tmp_path / "child.pid"
+    hang = f"sleep 30 & echo $! > {child}; wait"
+    with pytest.raises(ConfigError, match=r"did not finish within 0\.5s"):
+        resolve_key(agent(api_key_command=("sh", "-c", hang)))
+    assert gone(int(child.read_text())), "the grandchild outlived the timeout"

@@ -12,12 +12,14 @@ import contextlib
 import os
 import shutil
 import signal
+from pathlib import Path
 
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
 from ralph.recipe.model import Agent
 from ralph.secrets import redact
 
 _GRACE_S = 2.0
+_PROBE_TIMEOUT_S = 30.0
 _CHUNK = 65_536
 _STDERR_KEPT = 65_536  # the message quotes one line of stderr; this is far more than a line
 _RUNNING: set[int] = set()  # process groups of agents still running, for kill_all()
@@ -80,12 +82,14 @@ class CommandProvider:
 
     async def health(self) -> str | None:
         command = self.agent.command
-        program = command.split()[0] if isinstance(command, str) else (command or ("",))[0]
-        if not self.agent.shell and shutil.which(program, path=os.environ.get("PATH")) is None:
-            return f"command '{program}' not found on PATH"
+        words = command.split() if isinstance(command, str) else list(command or ())
+        program = words[0] if words else ""
+        if not self.agent.shell and (problem := self._missing(program)) is not None:
+            return problem
         probe = self.agent.probe or ((program, "--version") if not self.agent.shell else None)
         if probe is None:
             return None
+        shown = " ".join(probe)
         try:
             process = await asyncio.create_subprocess_exec(
                 *probe,
@@ -94,10 +98,26 @@ class CommandProvider:
                 cwd=self.agent.workdir,
                 start_new_session=True,
             )
-            code = await asyncio.wait_for(process.wait(), 30)
-        except (OSError, TimeoutError) as exc:
-            return f"probe '{' '.join(probe)}' failed: {exc.__class__.__name__}"
-        return None if code == 0 else f"probe '{' '.join(probe)}' exited with {code}"
+        except OSError as exc:
+            return f"probe '{shown}' could not start: {exc.strerror or exc}"
+        try:
+            code = await asyncio.wait_for(process.wait(), _PROBE_TIMEOUT_S)
+        except TimeoutError:
+            await kill_group(process)  # and whatever it started
+            return f"probe '{shown}' did not finish within {_PROBE_TIMEOUT_S:g}s"
+        return None if code == 0 else f"probe '{shown}' exited with {code}"
+
+    def _missing(self, program: str) -> str | None:
+        """Why `program` cannot be run: a name is looked up on PATH, a path (`./agent.sh`)
+        from the workdir, as the run starts it there."""
+        if os.sep in program:
+            found = Path(self.agent.workdir or ".", program)
+            if found.is_file() and os.access(found, os.X_OK):
+                return None
+            return f"command '{program}' not found in {self.agent.workdir or Path.cwd()}"
+        if shutil.which(program, path=os.environ.get("PATH")) is None:
+            return f"command '{program}' not found on PATH"
+        return None
 
 
 async def _converse(

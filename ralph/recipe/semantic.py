@@ -112,6 +112,8 @@ def _agent_problems(agents: dict[str, Any], where: Locator) -> Iterator[Problem]
                 (*path, "command"),
                 "a command given as one string needs 'shell: true' (or give it as a list)",
             )
+        elif isinstance(agent.get("command"), str) and not agent["command"].strip():
+            yield where.problem((*path, "command"), "must not be blank: it would run nothing")
         if (problem := _url_problem(agent.get("base_url"))) is not None:
             yield where.problem((*path, "base_url"), problem)
         fallback = agent.get("fallback")

@@ -326,3 +326,11 @@ def test_a_secret_in_a_prompt_file_is_reported_at_the_recipe_line(
             "(or use api_key_file / api_key_command)",
         )
     ]
+
+
+def test_a_blank_shell_command_is_refused(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    blank = HEAD.replace("command: [claude, -p]", "shell: true, command: '   '")
+    recipe.write_text(blank + "  - {name: a, agent: coder, prompt: hi}\n", "utf-8")
+    messages = [p.message for p in check_file(recipe).problems]
+    assert messages == ["must not be blank: it would run nothing"]
