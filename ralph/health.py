@@ -126,7 +126,11 @@ def _http(check: HttpCheck, session: aiohttp.ClientSession) -> Probe:
             async with session.get(check.url, timeout=timeout) as response:
                 status = response.status
         except aiohttp.ClientError as exc:
-            return f"cannot connect: {exc.__class__.__name__}"
+            from ralph.providers.http import why_not
+
+            return why_not(exc)
+        except TimeoutError:
+            return f"no answer within {check.timeout_s:g}s"
         if status != check.expect_status:
             return f"HTTP {status}, expected {check.expect_status}"
         return None

@@ -41,13 +41,32 @@ async def send(
     except TimeoutError:
         raise AttemptError("timeout", f"no answer within {timeout.total:g}s") from None
     except aiohttp.ClientError as exc:
-        raise AttemptError("connection", f"connection failed: {exc.__class__.__name__}") from None
+        raise AttemptError("connection", f"connection failed: {why_not(exc)}") from None
     except UnicodeError:  # the resolver cannot encode the host name (validate catches most)
         raise AttemptError("connection", "connection failed: the host name is not valid") from None
     try:
         return loads(raw)
     except JSONDecodeError as exc:  # orjson's message says where, never what
         raise AttemptError("invalid_response", f"the answer is not valid JSON ({exc})") from None
+
+
+def endpoint(base_url: str | None, path: str) -> URL:
+    """`path` under `base_url`, with the base's query string kept after it: an Azure-style
+    `.../deployments/gpt4?api-version=2024-06-01` gets `.../gpt4/chat/completions?api-...`."""
+    base = URL(base_url or "")
+    return base.with_path(base.path.rstrip("/") + path).with_query(base.query)
+
+
+def why_not(error: aiohttp.ClientError) -> str:
+    """What went wrong with a connection, in words: where to and why, when aiohttp knows."""
+    if isinstance(error, aiohttp.ClientConnectorError):
+        reason = error.os_error.strerror or str(error.os_error) or error.__class__.__name__
+        return f"cannot connect to {error.host}:{error.port}: {reason}"
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before it answered"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "the answer was cut off"
+    return error.__class__.__name__
 
 
 def _status_error(status: int, headers: Mapping[str, str], raw: bytes) -> AttemptError:
@@ -79,15 +98,21 @@ def _status_error(status: int, headers: Mapping[str, str], raw: bytes) -> Attemp
 
 
 def _api_message(raw: bytes) -> str | None:
-    """The provider's own error text: OpenAI `error.message`, Anthropic `error.message`."""
+    """The provider's own error text, in the shapes OpenAI-compatible servers use: OpenAI's
+    and Anthropic's `error.message`, vLLM's top-level `message`, TGI's `error` string,
+    FastAPI's `detail`."""
     try:
         data = loads(raw)
     except JSONDecodeError:
         return None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        # APIs echo what they were sent, keys included ("invalid token sk-...")
-        return redact(str(error["message"]))[:500]  # whole, or a cut key would show
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    found = error.get("message") if isinstance(error, dict) else error
+    for text in (found, data.get("message"), data.get("detail")):
+        if isinstance(text, str) and text.strip():
+            # APIs echo what they were sent, keys included ("invalid token sk-...")
+            return redact(text)[:500]  # whole, or a cut key would show
     return None
 
 
@@ -111,7 +136,7 @@ async def probe_models(
 ) -> str | None:
     """An authenticated GET {base_url}/models: it proves the endpoint and the key and costs
     nothing. A 429 proves them too, unless it says the quota is gone."""
-    url = f"{(base_url or '').rstrip('/')}/models"
+    url = endpoint(base_url, "/models")
     try:
         await send(session, "GET", url, headers, None, timeout)
     except AttemptError as exc:
@@ -136,7 +161,7 @@ class HttpProvider:
         self.agent = agent
         self.session = session
         # parsed once (validate checked it parses), not by aiohttp on every request
-        self.url = URL(f"{(agent.base_url or '').rstrip('/')}{self.path}")
+        self.url = endpoint(agent.base_url, self.path)
         self.timeout = aiohttp.ClientTimeout(total=agent.timeout_s)
         self._keys = keys
         self.headers = self._headers(keys.get())

@@ -20,7 +20,7 @@ from aiohttp import web
 from ralph.keys import KeySource, Secret
 from ralph.providers.anthropic import AnthropicProvider
 from ralph.providers.base import AttemptError, Provider, Request, Response
-from ralph.providers.http import send
+from ralph.providers.http import endpoint, send
 from ralph.providers.openai import OpenAIProvider
 from ralph.recipe.build import freeze
 from ralph.recipe.model import Agent
@@ -233,7 +233,30 @@ def test_nothing_listening_is_connection(kind: str, unused_port: int) -> None:
                 await provider.complete(REQUEST)
             return caught.value
 
-    assert asyncio.run(scenario()).kind == "connection"
+    error = asyncio.run(scenario())
+    assert error.kind == "connection"
+    assert str(error).startswith(f"connection failed: cannot connect to 127.0.0.1:{unused_port}: ")
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ({"object": "error", "message": "The model `x` does not exist."}, "The model `x` does"),
+        ({"error": "model 'x' not found"}, "model 'x' not found"),
+        ({"detail": "Not Found"}, "Not Found"),
+    ],
+)
+def test_error_bodies_of_other_openai_compatible_servers_are_shown(body: Any, shown: str) -> None:
+    error = serve_bodies("openai", body, status=404)
+    assert isinstance(error, AttemptError) and str(error).startswith(f"HTTP 404: {shown}")
+
+
+def test_a_base_url_with_a_query_keeps_it_after_the_path() -> None:
+    base = "https://example.test/openai/deployments/gpt4?api-version=2024-06-01"
+    assert str(endpoint(base, "/chat/completions")) == (
+        "https://example.test/openai/deployments/gpt4/chat/completions?api-version=2024-06-01"
+    )
+    assert str(endpoint("http://h:1/v1/", "/models")) == "http://h:1/v1/models"
 
 
 # -- health ------------------------------------------------------------------------------------
