@@ -59,7 +59,9 @@ def _child(node: Any, part: str | int, *, at_key: bool) -> tuple[Any, tuple[int,
             if part not in lc.data:
                 return _merged_child(node, part, at_key=at_key)
             value = node[part]
-            use_key = at_key or isinstance(value, dict | list)
+            # an empty value (`model:`) has no text of its own: ruamel places it at the next
+            # token, a line or more further (past the end of the file, for the last key)
+            use_key = at_key or isinstance(value, dict | list) or value is None
             line, col = lc.key(part) if use_key else lc.value(part)
             return value, (line, col)
     except (KeyError, TypeError, AttributeError):

@@ -70,6 +70,12 @@ def test_locate_finds_the_line_and_column(
     assert locate(tree(RECIPE), path, at_key=at_key) == expected
 
 
+def test_an_empty_value_is_located_at_its_key_not_at_the_next_token() -> None:
+    text = "agents:\n  local:\n    model:\n\n    provider: echo\nprompt:\n"
+    assert locate(tree(text), ("agents", "local", "model")) == (3, 5)
+    assert locate(tree(text), ("prompt",)) == (6, 1)  # the last key: not past the file's end
+
+
 def template_position(text: str, template_line: int) -> tuple[int, int]:
     where = Locator("r.yaml", tree(text), text)
     found = where.template_problem(("prompt",), template_line, "msg")
