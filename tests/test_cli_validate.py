@@ -142,6 +142,8 @@ def test_a_folder_is_searched_recursively_for_recipes_only(
     write(tmp_path / "recipes" / "team" / "nested" / "c.yaml", bad)
     # YAML that is not a recipe, other files, and tool folders are skipped
     write(tmp_path / "recipes" / "docker-compose.yaml", "version: '3'\nservices: {}\n")
+    # a go-task Taskfile has version and tasks too, its tasks a mapping
+    write(tmp_path / "recipes" / "Taskfile.yml", "version: '3'\ntasks:\n  build: {cmds: [make]}\n")
     write(tmp_path / "recipes" / "items.yaml", "- {id: 1}\n")
     write(tmp_path / "recipes" / "notes.txt", INVALID)
     write(tmp_path / "recipes" / ".git" / "stale.yaml", INVALID)

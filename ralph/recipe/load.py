@@ -99,14 +99,14 @@ def read_capped(path: Path, limit: int) -> bytes:
         return handle.read(limit + 1)
 
 
-def top_level_keys(raw: bytes) -> frozenset[str] | None:
-    """The top-level keys of a YAML document, read within the recipe limits (none when it is
-    not a mapping), or None when it cannot be read."""
+def top_level(raw: bytes) -> dict[str, Any] | None:
+    """The top-level mapping of a YAML document, read within the recipe limits (empty when the
+    document is not a mapping), or None when it cannot be read."""
     try:
         tree = _parse(_decode(raw, ""), "")
     except RecipeError:
         return None
-    return frozenset(str(k) for k in tree) if isinstance(tree, dict) else frozenset()
+    return {str(k): v for k, v in tree.items()} if isinstance(tree, dict) else {}
 
 
 def _read_bytes(path: Path, shown: str) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ralph.errors import Problem, RecipeError, UsageError
-from ralph.recipe.load import MAX_BYTES, Source, load_source, read_capped, top_level_keys
+from ralph.recipe.load import MAX_BYTES, Source, load_source, read_capped, top_level
 from ralph.recipe.model import Recipe, TemplateSite
 from ralph.recipe.positions import Locator
 
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 _RECIPE_MARKERS = (
     re.compile(rb"^(?:\xef\xbb\xbf)?version\s*:", re.M),
-    re.compile(rb"^tasks\s*:", re.M),
+    # a list of tasks, as a recipe has (a go-task Taskfile's is a mapping by name)
+    re.compile(rb"^tasks\s*:\s*(?:#[^\n]*)?\n(?:\s*(?:#[^\n]*)?\n)*\s*- ", re.M),
 )
 # the same keys quoted or in a flow mapping, for a file too broken to read its keys from
 _LOOSE_MARKERS = (
@@ -106,12 +107,13 @@ def _looks_like_recipe(path: Path) -> bool:
     except OSError:
         return True  # let the check report why it cannot be read
     if all(marker.search(head) for marker in _RECIPE_MARKERS):
-        return True
+        return True  # a recipe as recipes are written: no parse needed
     if b"version" not in head or b"tasks" not in head:
         return False  # the common case of other YAML: no parse needed
-    keys = top_level_keys(head) if len(head) <= MAX_BYTES else None
-    if keys is not None:
-        return {"version", "tasks"} <= keys
+    found = top_level(head) if len(head) <= MAX_BYTES else None
+    if found is not None:
+        # a go-task Taskfile has `version` and `tasks` too, its tasks a mapping by name
+        return {"version", "tasks"} <= found.keys() and not isinstance(found["tasks"], dict)
     return all(marker.search(head) for marker in _LOOSE_MARKERS)
 
 
