@@ -12,7 +12,10 @@ from tests.conftest import Result, apply_args
 
 def test_scaffold_validates_and_runs(ralph: Callable[..., Result], tmp_path: Path) -> None:
     folder = tmp_path / "My Project"
-    assert ralph("init", str(folder)).code == 0
+    made = ralph("init", str(folder))
+    assert made.code == 0
+    shown = f"'{folder / 'recipe.yaml'}'"  # quoted: the hint is pasted into a shell
+    assert f"next: ralph validate {shown} && ralph apply {shown}" in made.out
     assert sorted(p.name for p in folder.iterdir()) == [
         ".gitignore",
         "items.jsonl",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -21,5 +22,6 @@ def init(
     for path in scaffold(folder, force=force):
         typer.echo(f"wrote {path}")
     recipe = folder / "recipe.yaml"
-    typer.echo(f"next: ralph validate {recipe} && ralph apply {recipe}")
+    shown = shlex.quote(str(recipe))  # a folder with a space in it, pasted as it is
+    typer.echo(f"next: ralph validate {shown} && ralph apply {shown}")
     return 0

@@ -135,7 +135,8 @@ def _add(left: dict[str, Any], right: dict[str, Any], agent: bool) -> dict[str, 
         out["cost_usd"] = round(_cost(left) + _cost(right), 6)
         for key in ("retries", "statuses"):
             out[key] = _counts(left.get(key), right.get(key))
-        highest = [v for v in (left["latency_ms"]["max"], right["latency_ms"]["max"]) if v]
+        maxima = (left["latency_ms"]["max"], right["latency_ms"]["max"])
+        highest = [v for v in maxima if v is not None]  # 0.0 is a latency (an echo agent's)
         out["latency_ms"] = {"p50": None, "p95": None, "max": max(highest, default=None)}
         return out
     out["failures"] = _counts(left.get("failures"), right.get("failures"))

@@ -232,3 +232,4 @@ def test_a_complete_merge_lists_no_missing_shard(
     merged = json.loads(merged_file.read_text())
     assert merged["missing_shards"] == []
     assert merged["tasks"]["greet"]["items"] == 12
+    assert merged["agents"]["local"]["latency_ms"]["max"] is not None  # 0.0 is a latency too
