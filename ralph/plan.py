@@ -24,9 +24,10 @@ from ralph.providers.base import AttemptError, estimate_tokens
 from ralph.recipe.model import Agent, Recipe, Task
 from ralph.run.agents import reserved_output_tokens
 from ralph.run.attempts import worst_input_tokens
-from ralph.run.checkpoint import LoopState, fingerprint, loop_folder
+from ralph.run.checkpoint import LoopState, fingerprint, fingerprint_context, loop_folder
 from ralph.run.outputs import OutputPathError
 from ralph.run.prepare import ItemRejected, LoopContext, Preparer, reads_outputs
+from ralph.templates import no_answer
 
 if TYPE_CHECKING:
     from ralph.shard import Shard
@@ -286,7 +287,11 @@ def _task_plan(
         first_input += estimate_tokens(prepared.prompt, ratio) + system
         input_tokens += (estimate_tokens(prepared.prompt, ratio) + system) * left
         worst_input += worst * left
-    outputs[task.name] = next(iter(answers.values()), None) if task.items is None else answers
+    if task.items is None:  # as the run publishes it
+        answer = next(iter(answers.values()), None)
+        outputs[task.name] = answer if answer is not None else no_answer(task.name)
+    else:
+        outputs[task.name] = answers
     worst_output = reserved_output_tokens(agent)  # the worst case a run's budget holds back
     price_in, price_out = agent.pricing.input_per_mtok / 1e6, agent.pricing.output_per_mtok / 1e6
     return TaskPlan(
@@ -321,7 +326,7 @@ class _Loops:
         self.task, self.loop, self.out_dir = task, task.loop, sources.out_dir
         self.preparer = Preparer(recipe, task, sources.outputs)
         reads = sources.outputs if reads_outputs(task) else None
-        self.context = {"vars": recipe.vars, "outputs": reads}  # as the run fingerprints it
+        self.context = fingerprint_context(recipe.vars, reads)  # as the run fingerprints it
 
     def saved(self, index: int, item: Any, key: str) -> tuple[str | None, int]:
         """The answer of a loop that ended done (else None), and the iterations it has left."""

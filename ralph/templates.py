@@ -67,6 +67,15 @@ def environment() -> SandboxedEnvironment:
     return env
 
 
+def no_answer(task: str) -> Undefined:
+    """What `outputs.<task>` is for a task of one item that gave no answer (it failed, or a
+    shard that does not own it skipped it): rendering it fails the item with this reason,
+    where `None` would have been sent as the text "None"; `| default(...)` still works."""
+    hint = f"task '{task}' has no answer to read: it failed, or it ran in another shard"
+    undefined: Undefined = environment().undefined(hint=hint)
+    return undefined
+
+
 def _dumps_thawed(value: Any, **options: Any) -> str:
     return json.dumps(thaw(value), **options)
 

@@ -479,13 +479,18 @@ def test_a_shard_without_a_task_of_one_item_plans_what_it_runs(
           - {{name: each, agent: local, for_each: [{items}],
              prompt: "{{{{ item.id }}}} [{{{{ outputs.collect }}}}]"}}"""
     recipe = agree_recipe(tmp_path, tasks)
+    reason = "task 'collect' has no answer to read: it failed, or it ran in another shard"
+    codes = []
     for shard in ("1/2", "2/2"):
-        assert (
-            ralph(*apply_args(recipe, tmp_path / "out", "--skip-health", "--shard", shard)).code
-            == 0
-        )
+        ran = ralph(*apply_args(recipe, tmp_path / "out", "--skip-health", "--shard", shard))
         planned = ralph("plan", str(recipe), "--shard", shard, "--detailed-exitcode")
-        assert planned.code == 0, planned.out
+        codes.append(ran.code)
+        if ran.code == 0:  # the shard that owns `collect`: its answer is there, and cached
+            assert planned.code == 0, planned.out
+        else:  # the other sends no "None": its items fail, in the plan as in the run
+            assert ran.code == 3 and reason in ran.out
+            assert planned.code == 1 and reason in planned.out
+    assert sorted(codes) == [0, 3]
 
 
 def test_items_with_the_same_id_are_counted_each(

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,17 @@ def fingerprint(task: Task, item: Any, context: Any) -> str:
     digest.update(templates.encode("utf-8", "surrogatepass"))
     digest.update(canonical(context))
     return digest.hexdigest()[:32]
+
+
+def fingerprint_context(vars: Any, outputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What else than its item a loop's templates are rendered with, as its state's
+    fingerprint takes it: the vars, and the earlier tasks' outputs when they are read (a task
+    of one item that gave no answer counts as None)."""
+    from jinja2 import Undefined
+
+    if outputs is not None:
+        outputs = {k: None if isinstance(v, Undefined) else v for k, v in outputs.items()}
+    return {"vars": vars, "outputs": outputs}
 
 
 def loop_folder(out_dir: Path, task: str, key: str | None) -> Path:

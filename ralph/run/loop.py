@@ -35,7 +35,13 @@ from ralph.observe.logs import event
 from ralph.providers.base import Response
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Loop
-from ralph.run.checkpoint import Checkpoints, LoopState, fingerprint, loop_folder
+from ralph.run.checkpoint import (
+    Checkpoints,
+    LoopState,
+    fingerprint,
+    fingerprint_context,
+    loop_folder,
+)
 from ralph.run.conditions import Verdict, evaluate, stalled
 from ralph.run.outputs import (
     OrderedJsonl,
@@ -71,7 +77,7 @@ class LoopTask:
         self.workdir = engine.recipe.agents[task.agent].workdir or engine.recipe.base_dir
         # what the templates are rendered with besides the item, for the states' fingerprints
         reads = engine.outputs if reads_outputs(task) else None
-        self.context = {"vars": engine.recipe.vars, "outputs": reads}
+        self.context = fingerprint_context(engine.recipe.vars, reads)
         self._keys: set[str] = set()  # of this run's items: each loop's folder is named by one
         self._git: Checkpoints | None = None
         self._looked_for_git = False

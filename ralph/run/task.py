@@ -30,6 +30,7 @@ from ralph.run.outputs import OutputPathError, jsonl_path
 from ralph.run.prepare import ItemRejected, Prepared, Preparer
 from ralph.run.writer import Done, Failed, Outcome, Skipped, TaskWriter
 from ralph.secrets import count_secrets
+from ralph.templates import no_answer
 
 if TYPE_CHECKING:
     from ralph.observe.summary import TaskStats
@@ -295,6 +296,8 @@ class TaskRun:
         if answers is None:
             return
         if self.task.items is None:
-            self.engine.outputs[self.task.name] = next(iter(answers.values()), None)
+            answer = next(iter(answers.values()), None)
+            name = self.task.name
+            self.engine.outputs[name] = answer if answer is not None else no_answer(name)
         else:
             self.engine.outputs[self.task.name] = answers

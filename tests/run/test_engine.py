@@ -360,3 +360,29 @@ def test_outputs_of_items_with_ids_are_keyed_by_their_text_wherever_they_stand(
     )
     result = apply(ralph, recipe, tmp_path, "--no-cache")
     assert result.code == 0, result.out  # an answer missing under its key fails the item
+
+
+def test_the_answer_of_a_failed_task_of_one_item_is_not_sent_as_none(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: upstream
+        agents:
+          local: {provider: echo}
+          broken: {provider: command, command: [sh, -c, "exit 1"], retries: {attempts: 1}}
+        tasks:
+          - {name: collect, agent: broken, prompt: "Gather"}
+          - {name: use, agent: local, prompt: "Use [{{ outputs.collect }}]"}
+          - {name: guarded, agent: local, prompt: "Use [{{ outputs.collect | default('none') }}]"}
+        """,
+    )
+    summary = tmp_path / "run.json"
+    result = apply(ralph, recipe, tmp_path, "--summary-file", str(summary))
+    assert result.code == 3, result.out
+    tasks = json.loads(summary.read_text())["tasks"]
+    (reason,) = tasks["use"]["failures"]
+    assert "task 'collect' has no answer to read: it failed, or it ran in another shard" in reason
+    assert tasks["guarded"]["done"] == 1
