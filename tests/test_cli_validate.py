@@ -435,5 +435,17 @@ def test_nested_version_and_tasks_keys_are_not_a_recipe(
     ralph: Ralph, tmp_path: Path, text: str
 ) -> None:
     write(tmp_path / "recipes" / "other.yaml", text)
+    write(tmp_path / "recipes" / "real.yaml", VALID)
     result = ralph("validate", str(tmp_path / "recipes"))
-    assert result.out.strip() == "0 recipes checked, 0 invalid, 0 errors"
+    assert result.out.strip() == "1 recipe checked, 0 invalid, 0 errors"
+
+
+def test_a_folder_without_recipes_is_a_usage_error(ralph: Ralph, tmp_path: Path) -> None:
+    # a CI job pointed at the wrong folder must not pass as "everything valid"
+    write(tmp_path / "config" / "ci.yaml", "jobs: {}\n")
+    result = ralph("validate", str(tmp_path / "config"))
+    assert result.code == 2
+    assert result.err == (
+        f"error: {tmp_path / 'config'}: no recipes in this folder (a recipe is a YAML file "
+        "with top-level version and tasks)\n"
+    )

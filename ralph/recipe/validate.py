@@ -81,7 +81,13 @@ def discover(paths: Sequence[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(p for p in sorted(_yaml_files(path)) if _looks_like_recipe(p))
+            recipes = [p for p in sorted(_yaml_files(path)) if _looks_like_recipe(p)]
+            if not recipes:  # CI pointed at the wrong folder must not pass as "all valid"
+                raise UsageError(
+                    f"{path}: no recipes in this folder (a recipe is a YAML file with "
+                    "top-level version and tasks)"
+                )
+            found.extend(recipes)
         elif path.exists():
             found.append(path)
         else:
