@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ralph.keys import Secret
-from ralph.providers.base import Request, Response
+from ralph.providers.base import AttemptError, Request, Response
 from ralph.providers.http import HttpProvider, invalid, token_count
 from ralph.recipe.build import thaw
+from ralph.secrets import redact
 
 
 class OpenAIProvider(HttpProvider):
@@ -25,9 +26,14 @@ class OpenAIProvider(HttpProvider):
 
     def parse(self, data: Any) -> Response:
         try:
-            text = data["choices"][0]["message"]["content"]
+            message = data["choices"][0]["message"]
+            text = message["content"]
         except (KeyError, IndexError, TypeError):
             raise invalid("choices[0].message.content") from None
+        refusal = message.get("refusal") if isinstance(message, dict) else None
+        if text is None and isinstance(refusal, str) and refusal:
+            # the model declined: its words say why, and asking again rarely helps
+            raise AttemptError("fatal", f"the model refused: {redact(refusal)[:500]}")
         if not isinstance(text, str):
             raise invalid("text content")
         usage = data.get("usage")

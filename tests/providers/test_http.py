@@ -518,3 +518,12 @@ def test_requests_in_flight_when_the_key_rotates_are_all_sent_again(tmp_path: Pa
 
     # one of them read the key again; the others were sent with the old one all the same
     assert against_fake(scenario) == [True, True, True]
+
+
+def test_a_refusal_says_what_the_model_said_and_is_not_retried() -> None:
+    body = {
+        "choices": [{"message": {"role": "assistant", "content": None, "refusal": "I can't help."}}]
+    }
+    error = serve_bodies("openai", body)
+    assert isinstance(error, AttemptError)
+    assert (error.kind, str(error)) == ("fatal", "the model refused: I can't help.")
