@@ -13,12 +13,13 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
+from ralph.errors import OutputError
 from ralph.fastjson import dumps, loads
 from ralph.providers.base import Request, Response
 from ralph.recipe.build import thaw
@@ -103,6 +104,39 @@ class Entry:
     ttl_s: float | None
 
 
+class CacheError(OutputError):
+    """The response cache cannot be read or written: damaged, not permitted, a full disk."""
+
+
+def holds_cache(directory: Path) -> bool:
+    """Whether `directory` holds a response cache (looking makes none)."""
+    return (directory / _DATABASE).is_file()
+
+
+def stored_answer(value: object) -> tuple[Response, str] | None:
+    """(answer, agent) from what ralph stores, `[text, input_tokens, output_tokens, agent]`
+    as JSON; anything else (written by another program, or damaged) is a miss, which the run
+    then replaces."""
+    if not isinstance(value, str):
+        return None
+    try:
+        data = loads(value)
+    except ValueError:
+        return None
+    if not (isinstance(data, list) and len(data) == 4):
+        return None
+    text, input_tokens, output_tokens, agent = data
+    counts = (input_tokens, output_tokens)
+    if not (isinstance(text, str) and isinstance(agent, str)) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts
+    ):
+        return None
+    return Response(text, input_tokens, output_tokens), agent
+
+
+_DATABASE = "cache.db"  # diskcache's (diskcache.core.DBNAME), named here to look without it
+
+
 class ResponseCache:
     """A diskcache.Cache of answers; writes are batched into one transaction per flush."""
 
@@ -113,20 +147,32 @@ class ResponseCache:
 
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        # cull_limit=0: diskcache would look for expired entries on every set; once per run,
-        # here, is enough (measured: ~2 µs an item on the hot path)
-        self._cache = diskcache.Cache(
-            str(directory), eviction_policy="none", size_limit=2**40, cull_limit=0
-        )
-        self._cache.expire()
-        # The keys held when the run starts, while there are few enough to keep in memory:
-        # a miss, the common case on a first run, then costs a set look-up, not an SQL query.
-        # (iterating the Cache, in one query, not iterkeys(), which pages through the keys in
-        # sort order: 30 ms for 50,000 keys instead of 500)
-        self._known: set[str] | None = (
-            set(self._cache) if len(self._cache) <= PRELOAD_KEYS else None
-        )
+        with self._damage("read"):
+            # cull_limit=0: diskcache would look for expired entries on every set; once per
+            # run, here, is enough (measured: ~2 µs an item on the hot path)
+            self._cache = diskcache.Cache(
+                str(directory), eviction_policy="none", size_limit=2**40, cull_limit=0
+            )
+            self._cache.expire()
+            # The keys held when the run starts, while there are few enough to keep in
+            # memory: a miss, the common case on a first run, then costs a set look-up, not an
+            # SQL query. (iterating the Cache, in one query, not iterkeys(), which pages
+            # through the keys in sort order: 30 ms for 50,000 keys instead of 500)
+            self._known: set[str] | None = (
+                set(self._cache) if len(self._cache) <= PRELOAD_KEYS else None
+            )
         self._values = self._preload() if preload and self._known is not None else {}
+
+    @contextlib.contextmanager
+    def _damage(self, doing: str) -> Iterator[None]:
+        """SQLite's errors (a damaged database, no permission, a full disk) as CacheError."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise CacheError(
+                f"cannot {doing} the cache {self.directory}: {exc} (delete the folder to "
+                "start an empty cache, or run with --no-cache)"
+            ) from None
 
     def _preload(self) -> dict[str, tuple[str, float | None]]:
         """The answers stored in the database itself (all but the longest), read in one query
@@ -157,20 +203,17 @@ class ResponseCache:
         if preloaded is not None and (preloaded[1] is None or preloaded[1] > time.time()):
             value: object = preloaded[0]
         else:
-            value = self._cache.get(key)
-        if not isinstance(value, str):
-            return None
-        try:
-            text, input_tokens, output_tokens, agent = loads(value)
-        except ValueError:  # not what ralph stores: a miss, which the run then replaces
-            return None
-        return Response(text, input_tokens, output_tokens), agent
+            try:
+                value = self._cache.get(key)
+            except (sqlite3.Error, OSError, UnicodeError):  # a damaged entry: asked again
+                return None
+        return stored_answer(value)
 
     def __contains__(self, key: str) -> bool:
         return key in self._cache
 
     def put_many(self, entries: Iterable[Entry]) -> None:
-        with self._cache.transact():
+        with self._damage("write"), self._cache.transact():
             for entry in entries:
                 # a JSON string is stored as text, not pickled: cheaper, and readable
                 response = entry.response
@@ -183,18 +226,20 @@ class ResponseCache:
                     self._known.add(entry.key)
 
     def stats(self) -> dict[str, Any]:
-        self._cache.expire()  # entries past their ttl are dead: neither count nor size them
-        return {
-            "directory": str(self.directory),
-            "entries": len(self._cache),
-            "size_bytes": self._cache.volume(),
-        }
+        with self._damage("read"):
+            self._cache.expire()  # entries past their ttl are dead: neither count nor size them
+            return {
+                "directory": str(self.directory),
+                "entries": len(self._cache),
+                "size_bytes": self._cache.volume(),
+            }
 
     def clear(self) -> int:
         if self._known is not None:
             self._known.clear()
         self._values.clear()
-        return int(self._cache.clear())
+        with self._damage("clear"):
+            return int(self._cache.clear())
 
     def close(self) -> None:
         self._cache.close()
@@ -211,7 +256,7 @@ class CachePeek:
     def __init__(self, directory: Path | None) -> None:
         self._db: sqlite3.Connection | None = None
         self._directory = directory or Path()
-        database = directory / "cache.db" if directory is not None else None
+        database = directory / _DATABASE if directory is not None else None
         if database is None or not database.is_file():
             return
         # immutable: even a read-only open of a WAL database creates its -shm and -wal files.
@@ -227,11 +272,14 @@ class CachePeek:
         """The cached answer text under `key`, if it is there and not expired."""
         if self._db is None:
             return None
-        row = self._db.execute(
-            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
-            " AND (expire_time IS NULL OR expire_time > ?)",
-            (key, time.time()),
-        ).fetchone()
+        try:
+            row = self._db.execute(
+                "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
+                " AND (expire_time IS NULL OR expire_time > ?)",
+                (key, time.time()),
+            ).fetchone()
+        except sqlite3.Error:  # a damaged database: a run refuses it, a plan sees nothing
+            return None
         if row is None:
             return None
         mode, filename, value = row
@@ -240,11 +288,8 @@ class CachePeek:
                 value = (self._directory / filename).read_text("utf-8")
             except (OSError, UnicodeError):  # a damaged cache: the run asks again, as here
                 return None
-        try:
-            text = loads(value)[0]
-        except (TypeError, ValueError, IndexError):
-            return None
-        return text if isinstance(text, str) else None
+        found = stored_answer(value)  # what a run would take for a hit, and nothing else
+        return found[0].text if found is not None else None
 
     def close(self) -> None:
         if self._db is not None:

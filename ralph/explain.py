@@ -22,7 +22,7 @@ class KeyExplanation:
     agent: str
     key: str
     parts: dict[str, Any]
-    present: bool
+    present: bool | None  # None: the task does not use the cache, whatever it holds
 
 
 def explain_item(
@@ -49,12 +49,13 @@ def explain_item(
         raise UsageError(f"item {index} cannot be rendered: {exc}") from None
     # read-only, as a plan reads it: explaining makes no cache folder and writes to none
     cache = CachePeek(cache_dir)
+    uses_cache = task.cache.enabled and task.loop is None  # as a run decides it
     try:
         for name in recipe.fallback_chain(task.agent):
             agent = recipe.agents[name]
             request = prepared.request(agent)
             key = cache_key(agent, request)
-            held = cache.answer(key) is not None
+            held = cache.answer(key) is not None if uses_cache else None
             yield KeyExplanation(agent.name, key, key_parts(agent, request), held)
     finally:
         cache.close()

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ralph.cache import Entry, KeyMaker, ResponseCache, cache_key, default_cache_dir, key_parts
+from ralph.errors import OutputError
 from ralph.providers.base import Request, Response
 from ralph.recipe.build import freeze
 from ralph.recipe.model import Agent
@@ -448,3 +449,77 @@ def test_a_plan_counts_an_answer_whose_file_is_gone_as_a_miss(
     stored.unlink()
     planned = ralph("plan", str(recipe), "--detailed-exitcode")
     assert planned.code == 2, planned.out + planned.err  # to be sent again, as a run would
+
+
+def test_a_damaged_cache_is_an_error_that_names_it(
+    ralph: Callable[..., Result], echo_recipe: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / ".ralph" / "cache"
+    folder.mkdir(parents=True)
+    (folder / "cache.db").write_bytes(b"garbage, not a database" * 100)
+    for command in (
+        apply_args(echo_recipe, tmp_path / "out"),
+        ["cache", "stats", str(echo_recipe)],
+    ):
+        result = ralph(*command)
+        assert result.code == 1, result.err
+        assert f"cannot read the cache {folder}: file is not a database" in result.err
+        assert "--no-cache" in result.err
+
+
+def test_a_cache_that_fails_while_answers_are_written_stops_the_run_cleanly(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c")
+    try:
+        (tmp_path / "c" / "cache.db").write_bytes(b"\0" * 8192)  # damaged under the open cache
+        with pytest.raises(OutputError, match=r"cannot write the cache .*: "):
+            cache.put_many([Entry("k", Response("a", 1, 1), "writer", None)])
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize(
+    "value", ["5", "null", '"abcd"', '{"a": 1, "b": 2, "c": 3, "d": 4}', "[1, 2, 3, 4]"]
+)
+def test_a_value_ralph_did_not_write_is_never_served(tmp_path: Path, value: str) -> None:
+    import diskcache
+
+    with diskcache.Cache(str(tmp_path / "c")) as raw:
+        raw.set("k", value)
+    for preload in (False, True):
+        cache = ResponseCache(tmp_path / "c", preload=preload)
+        try:
+            assert cache.get("k") is None
+        finally:
+            cache.close()
+
+
+def test_a_damaged_long_answer_is_a_miss(tmp_path: Path) -> None:
+    first = ResponseCache(tmp_path / "c")
+    first.put_many([Entry("k", Response("x" * 100_000, 1, 1), "writer", None)])
+    first.close()
+    (stored,) = (tmp_path / "c").rglob("*.val")
+    stored.write_bytes(b"\xff\xfe garbage")
+    again = ResponseCache(tmp_path / "c")
+    try:
+        assert again.get("k") is None
+    finally:
+        again.close()
+
+
+def test_cache_stats_of_a_folder_that_holds_no_cache_makes_none(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    result = ralph("cache", "stats", "--cache-dir", str(tmp_path))
+    assert (result.code, result.out) == (0, f"{tmp_path}: no cache (the folder holds none)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_explain_says_when_the_task_does_not_use_the_cache(
+    ralph: Callable[..., Result], echo_recipe: Path, tmp_path: Path
+) -> None:
+    assert ralph(*apply_args(echo_recipe, tmp_path / "out")).code == 0
+    text = echo_recipe.read_text()
+    echo_recipe.write_text(text.replace("system: Be kind.", "system: Be kind.\n    cache: false"))
+    shown = ralph("cache", "explain", str(echo_recipe), "--task", "greet")
+    assert shown.code == 0, shown.err
+    assert shown.out.splitlines()[0].endswith("(the task does not use the cache)")

@@ -45,11 +45,14 @@ def cache_stats(
     recipe: Annotated[Path | None, typer.Argument()] = None, cache_dir: CacheDirOption = None
 ) -> int:
     """How many answers the cache holds and how much disk they use."""
-    from ralph.cache import ResponseCache
+    from ralph.cache import ResponseCache, holds_cache
 
     directory = _cache_dir(recipe, cache_dir)
     if not directory.exists():  # looking must not make one (a mistyped --cache-dir, say)
         typer.echo(f"{directory}: no cache (the folder does not exist)")
+        return 0
+    if not holds_cache(directory):
+        typer.echo(f"{directory}: no cache (the folder holds none)")
         return 0
     cache = ResponseCache(directory)
     try:
@@ -65,11 +68,14 @@ def cache_clear(
     recipe: Annotated[Path | None, typer.Argument()] = None, cache_dir: CacheDirOption = None
 ) -> int:
     """Remove every cached answer."""
-    from ralph.cache import ResponseCache
+    from ralph.cache import ResponseCache, holds_cache
 
     directory = _cache_dir(recipe, cache_dir)
     if not directory.exists():
         typer.echo(f"nothing removed: {directory} does not exist")
+        return 0
+    if not holds_cache(directory):
+        typer.echo(f"nothing removed: {directory} holds no cache")
         return 0
     cache = ResponseCache(directory)
     try:
@@ -98,7 +104,9 @@ def cache_explain(
 
     model = load_recipe(recipe, profile, sets or ())
     for entry in explain_item(model, task, item, _cache_dir(recipe, cache_dir)):
-        held = "cached" if entry.present else "not cached"
+        held = {True: "cached", False: "not cached", None: "the task does not use the cache"}[
+            entry.present
+        ]
         typer.echo(f"agent {entry.agent}: key {short_key(entry.key)} ({held})")
         typer.echo(json.dumps(entry.parts, indent=2, ensure_ascii=False, default=list))
     return 0
