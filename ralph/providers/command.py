@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
@@ -22,11 +23,22 @@ _GRACE_S = 2.0
 _PROBE_TIMEOUT_S = 30.0
 _CHUNK = 65_536
 _STDERR_KEPT = 65_536  # the message quotes one line of stderr; this is far more than a line
-_RUNNING: set[int] = set()  # process groups of agents still running, for kill_all()
+_RUNNING: set[int] = set()  # process groups still running, for kill_all()
+
+
+@contextlib.contextmanager
+def running(process: asyncio.subprocess.Process) -> Iterator[None]:
+    """While the block runs, `process` (the leader of its own group) is one that kill_all()
+    kills: an agent, an `until` command, a git checkpoint."""
+    _RUNNING.add(process.pid)
+    try:
+        yield
+    finally:
+        _RUNNING.discard(process.pid)
 
 
 def kill_all() -> None:
-    """SIGKILL every agent still running: the last act of a second Ctrl-C."""
+    """SIGKILL every process group still running: the last act of a second Ctrl-C."""
     for group in list(_RUNNING):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
@@ -41,11 +53,11 @@ class CommandProvider:
             f"{request.system}\n\n{request.prompt}" if request.system else request.prompt
         ).encode()
         process = await self._spawn()
-        _RUNNING.add(process.pid)
         try:
-            out, err = await asyncio.wait_for(
-                _converse(process, stdin, self.agent.max_output_bytes), self.agent.timeout_s
-            )
+            with running(process):
+                out, err = await asyncio.wait_for(
+                    _converse(process, stdin, self.agent.max_output_bytes), self.agent.timeout_s
+                )
         except TimeoutError:
             await kill_group(process)
             raise AttemptError(
@@ -54,8 +66,6 @@ class CommandProvider:
         except BaseException:
             await kill_group(process)
             raise
-        finally:
-            _RUNNING.discard(process.pid)
         if process.returncode != 0:
             # agents print failures with whatever credentials they were given
             tail = redact(err.decode("utf-8", "replace")).strip().splitlines()[-1:] or [""]

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ralph.providers.command import kill_group
+from ralph.providers.command import kill_group, running
 from ralph.recipe.model import Task
 from ralph.run.outputs import write_atomic
 from ralph.run.prepare import LoopContext
@@ -197,7 +197,8 @@ async def git(cwd: Path, *args: str) -> GitResult:
     except OSError as exc:
         return GitResult(127, str(exc))
     try:
-        out, _ = await asyncio.wait_for(process.communicate(), _GIT_TIMEOUT_S)
+        with running(process):  # a second Ctrl-C kills it with the agents
+            out, _ = await asyncio.wait_for(process.communicate(), _GIT_TIMEOUT_S)
     except BaseException:
         await kill_group(process)
         raise

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ralph.providers.command import kill_group
+from ralph.providers.command import kill_group, running
 from ralph.recipe.model import (
     AllOf,
     AnyOf,
@@ -185,7 +185,8 @@ async def run_command(condition: CommandCondition, workdir: Path) -> Verdict:
     except OSError as exc:
         return Verdict(False, f"cannot start `{shown}`: {exc.strerror or exc}")
     try:
-        out, _ = await asyncio.wait_for(process.communicate(), condition.timeout_s)
+        with running(process):  # a second Ctrl-C kills it with the agents
+            out, _ = await asyncio.wait_for(process.communicate(), condition.timeout_s)
     except TimeoutError:
         await kill_group(process)
         return Verdict(False, f"`{shown}` did not finish within {condition.timeout_s:g}s")

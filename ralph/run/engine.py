@@ -209,17 +209,24 @@ def _any_template_uses_outputs(recipe: Recipe) -> bool:
     return any(reads_outputs(task) for task in recipe.tasks[1:])
 
 
+# SIGTERM as Ctrl-C: what `docker stop`, Kubernetes and CI cancels send, and agents in
+# their own process groups would not get it otherwise
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def _on_sigint(loop: asyncio.AbstractEventLoop, handler: Any) -> Iterator[None]:
     try:
-        loop.add_signal_handler(signal.SIGINT, handler)
+        for stop in _STOP_SIGNALS:
+            loop.add_signal_handler(stop, handler)
     except (NotImplementedError, RuntimeError):  # not the main thread: leave Ctrl-C alone
         yield
         return
     try:
         yield
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for stop in _STOP_SIGNALS:
+            loop.remove_signal_handler(stop)
 
 
 def run_recipe(

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ralph.errors import OutputError
 from ralph.items import item_key
 from ralph.observe.logs import event
 from ralph.providers.base import Response
@@ -126,7 +127,12 @@ class LoopTask:
 
     def close(self) -> None:
         if self.lines is not None:
-            self.lines.close()
+            try:
+                self.lines.close()
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot write {self.lines.path}: {exc.strerror or exc}"
+                ) from None
 
 
 class ItemLoop:

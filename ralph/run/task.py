@@ -105,7 +105,7 @@ class TaskRun:
             flusher.cancel()
             self._flush(self.writer.close)
             if self.loops is not None:
-                self.loops.close()
+                self._flush(self.loops.close)
             self._publish_answers()
             self.stats.wall_s += time.monotonic() - started
         if self.write_error is not None:

@@ -107,7 +107,10 @@ class TaskWriter:
         """Write everything still held, publish the JSONL file."""
         self.submit()
         if self._jsonl is not None:
-            self._jsonl.close()
+            try:
+                self._jsonl.close()  # its buffer's last write can fail here (a full disk)
+            except OSError as exc:
+                raise OutputError(f"cannot write {self._jsonl.path}: {_os_reason(exc)}") from None
 
     def _write(self, batch: list[Outcome]) -> None:
         try:

@@ -169,3 +169,32 @@ def test_ctrl_c_stops_a_run_whose_items_never_wait(tmp_path: Path) -> None:
     assert process.returncode == 130, err.decode()
     assert time.monotonic() - sent < 5, "Ctrl-C waited for the run to finish"
     assert len((out / "t.jsonl").read_text().splitlines()) < items
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_takes_the_agents_along(tmp_path: Path) -> None:
+    # what `docker stop`, Kubernetes and a cancelled CI job send; agents have groups of their own
+    (tmp_path / "agent.py").write_text(
+        "import os, pathlib, time\n"
+        "pathlib.Path('started').write_text(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: terminated
+        agents:
+          slow: {{provider: command, command: [{sys.executable}, agent.py]}}
+        tasks:
+          - {{name: wait, agent: slow, prompt: go}}
+    """,
+    )
+    process = start_apply(recipe, tmp_path / "out")
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 130, err.decode()
+    assert gone(int((tmp_path / "started").read_text())), "the agent outlived ralph"

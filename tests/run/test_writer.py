@@ -72,6 +72,18 @@ def test_a_jsonl_that_cannot_be_written_stops_the_run_with_an_error(
     assert "cannot write outputs under" in result.err and "No space left" in result.err
 
 
+def test_a_jsonl_whose_last_lines_cannot_be_written_names_it(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    # few lines: they sit in the file's buffer, and fail only when it is closed
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "t.jsonl.part").symlink_to("/dev/full")
+    result = ralph(*apply_args(recipe(tmp_path, json.dumps(["a", "b"]), None), out))
+    assert result.code == 1, result.out + result.err
+    assert result.err == f"error: cannot write {out / 't.jsonl'}: No space left on device\n"
+
+
 @pytest.mark.parametrize("items", [3, 3000])  # the log flushed at the end, and during the run
 def test_a_log_file_that_cannot_be_written_is_an_error_that_names_it(
     ralph: Callable[..., Result], tmp_path: Path, items: int
