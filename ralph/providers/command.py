@@ -53,19 +53,19 @@ class CommandProvider:
             f"{request.system}\n\n{request.prompt}" if request.system else request.prompt
         ).encode()
         process = await self._spawn()
-        try:
-            with running(process):
+        with running(process):  # to its end: a second Ctrl-C during the grace kills it too
+            try:
                 out, err = await asyncio.wait_for(
                     _converse(process, stdin, self.agent.max_output_bytes), self.agent.timeout_s
                 )
-        except TimeoutError:
-            await kill_group(process)
-            raise AttemptError(
-                "timeout", f"command did not finish within {self.agent.timeout_s:g}s"
-            ) from None
-        except BaseException:
-            await kill_group(process)
-            raise
+            except TimeoutError:
+                await kill_group(process)
+                raise AttemptError(
+                    "timeout", f"command did not finish within {self.agent.timeout_s:g}s"
+                ) from None
+            except BaseException:
+                await kill_group(process)
+                raise
         if process.returncode != 0:
             # agents print failures with whatever credentials they were given
             tail = redact(err.decode("utf-8", "replace")).strip().splitlines()[-1:] or [""]

@@ -196,12 +196,12 @@ async def git(cwd: Path, *args: str) -> GitResult:
         )
     except OSError as exc:
         return GitResult(127, str(exc))
-    try:
-        with running(process):  # a second Ctrl-C kills it with the agents
+    with running(process):  # a second Ctrl-C kills it with the agents, in its grace too
+        try:
             out, _ = await asyncio.wait_for(process.communicate(), _GIT_TIMEOUT_S)
-    except BaseException:
-        await kill_group(process)
-        raise
+        except BaseException:
+            await kill_group(process)
+            raise
     return GitResult(process.returncode or 0, out.decode("utf-8", "replace").strip())
 
 

@@ -184,15 +184,15 @@ async def run_command(condition: CommandCondition, workdir: Path) -> Verdict:
         )
     except OSError as exc:
         return Verdict(False, f"cannot start `{shown}`: {exc.strerror or exc}")
-    try:
-        with running(process):  # a second Ctrl-C kills it with the agents
+    with running(process):  # a second Ctrl-C kills it with the agents, in its grace too
+        try:
             out, _ = await asyncio.wait_for(process.communicate(), condition.timeout_s)
-    except TimeoutError:
-        await kill_group(process)
-        return Verdict(False, f"`{shown}` did not finish within {condition.timeout_s:g}s")
-    except BaseException:
-        await kill_group(process)
-        raise
+        except TimeoutError:
+            await kill_group(process)
+            return Verdict(False, f"`{shown}` did not finish within {condition.timeout_s:g}s")
+        except BaseException:
+            await kill_group(process)
+            raise
     tail = out.decode("utf-8", "replace").strip()[-_TAIL_CHARS:]
     why = f"`{shown}` exited with {process.returncode}"
     return Verdict(process.returncode == 0, f"{why}: {tail}" if tail else why)
