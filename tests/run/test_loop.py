@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ralph.testing import FakeLLMServer, Fault
-from tests.conftest import Result, start_apply, write_recipe
+from tests.conftest import Result, gone, start_apply, write_recipe
 from tests.run.loop_fixtures.helpers import EXISTS, LoopCase, loop_case
 
 Ralph = Callable[..., Result]
@@ -599,3 +599,27 @@ def test_a_huge_previous_size_is_priced_not_built(ralph: Ralph, tmp_path: Path) 
     shown = ralph("plan", str(case.recipe), "--out", str(case.out), "-f", "json")
     assert shown.code == 0, shown.err
     assert json.loads(shown.out)["tasks"][0]["max_input_tokens"] >= 2 * 100 * 10**9
+
+
+def test_a_second_ctrl_c_kills_an_until_command_that_ignores_the_first(
+    ralph: Ralph, tmp_path: Path
+) -> None:
+    check = tmp_path / "check.py"  # ignores SIGTERM, as a stuck test runner might
+    check.write_text(
+        "import os, pathlib, signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"pathlib.Path({str(tmp_path / 'checking')!r}).write_text(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    case = loop_case(tmp_path, {}, f"{{until: {{command: [{sys.executable}, {check}]}}}}")
+    process = start_apply(case.recipe, case.out)
+    try:
+        wait_for(tmp_path / "checking", process)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # the check ignores the SIGTERM that follows
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert gone(int((tmp_path / "checking").read_text())), "the check outlived ralph"
