@@ -123,13 +123,16 @@ def stored_answer(value: object) -> tuple[Response, str] | None:
         data = loads(value)
     except ValueError:
         return None
-    if not (isinstance(data, list) and len(data) == 4):
+    if type(data) is not list or len(data) != 4:
         return None
     text, input_tokens, output_tokens, agent = data
-    counts = (input_tokens, output_tokens)
-    if not (isinstance(text, str) and isinstance(agent, str)) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts
-    ):
+    # exact types (JSON makes no subclasses; `type(...) is int` also keeps out booleans), on
+    # every cache hit
+    if type(text) is not str or type(agent) is not str:
+        return None
+    if type(input_tokens) is not int or type(output_tokens) is not int:
+        return None
+    if input_tokens < 0 or output_tokens < 0:
         return None
     return Response(text, input_tokens, output_tokens), agent
 

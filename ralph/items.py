@@ -52,7 +52,7 @@ def count_items(source: ItemSource) -> int:
 def has_id(item: Any) -> bool:
     """Whether `item` is named by its `id`: a mapping whose `id` is text or an integer."""
     # inline items arrive frozen (a read-only Mapping), file items as plain dicts
-    if not isinstance(item, Mapping):
+    if type(item) is not dict and not isinstance(item, Mapping):  # (a file's items: dicts)
         return False
     value = item.get("id")
     # a bool is an int to isinstance, but `id: true` would give every such item the key "True"
