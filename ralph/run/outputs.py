@@ -50,6 +50,9 @@ def jsonl_path(out_dir: Path, task: str, shard: Shard | None) -> Path:
     return out_dir / f"{task}{suffix}.jsonl"
 
 
+TEMP_GLOB = ".ralph-*.tmp"  # write_atomic's temp files
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temp file in the same folder and rename over the target.
 
@@ -77,7 +80,7 @@ def write_atomic(path: Path, text: str) -> None:
             errno.ENOTDIR, "a file is where a folder is needed", str(blocking)
         ) from None
     # a short name of its own: `.{name}.tmp` would pass NAME_MAX when `name` nearly does
-    temp = path.with_name(f".ralph-{os.urandom(6).hex()}.tmp")
+    temp = path.with_name(f".ralph-{os.urandom(6).hex()}.tmp")  # what TEMP_GLOB finds
     # not mkstemp: its 0o600 would make every output private; 0o666 less the umask is what
     # any other program writing the file would give it
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -7,7 +7,9 @@ thread was measured: GIL hand-offs cost more than the SQLite work it moved off t
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,13 +20,14 @@ from ralph.errors import OutputError
 from ralph.items import has_id
 from ralph.observe.logs import flush_logs
 from ralph.providers.base import Response
-from ralph.run.outputs import OrderedJsonl, write_atomic
+from ralph.run.outputs import TEMP_GLOB, OrderedJsonl, write_atomic
 from ralph.run.prepare import Prepared
 from ralph.secrets import redact
 
 # or what FLUSH_INTERVAL_S gathered, if fewer: SQLite commits of random keys cost ~20 µs an
 # item in batches of 64 and ~14 in batches of 512 (fewer index pages rewritten per item)
 BATCH = 512
+STALE_TEMP_S = 60.0  # a temp file older than this is no write in progress: a kill left it
 
 
 @dataclass(slots=True)  # built per item: see providers.base.Request
@@ -86,6 +89,7 @@ class TaskWriter:
         self.answers: dict[int | str, str] | None = {} if keep_answers else None
         self._batch: list[Outcome] = []
         self._outputs: set[int] = set()
+        self._swept: set[Path] = set()
 
     def expect(self, index: int) -> None:
         """Item `index` was taken (see OrderedJsonl.expect)."""
@@ -126,6 +130,19 @@ class TaskWriter:
             raise OutputError(f"cannot write outputs under {self._out_dir}: {exc}") from None
         flush_logs()
 
+    def _sweep(self, folder: Path) -> None:
+        """Remove, once per folder and run, the temp files a kill -9 left mid-write (their
+        targets are intact). Only old ones: a recent one may be another run's, being written."""
+        if folder in self._swept:
+            return
+        self._swept.add(folder)
+        stale = time.time() - STALE_TEMP_S
+        with contextlib.suppress(OSError):
+            for temp in folder.glob(TEMP_GLOB):
+                with contextlib.suppress(OSError):
+                    if temp.lstat().st_mtime < stale:
+                        temp.unlink()
+
     def _kept(self, response: Response) -> Response:
         """What the cache keeps: with redact_secrets, not even the cache holds the secret."""
         if not self._redact:
@@ -152,6 +169,7 @@ class TaskWriter:
                 self._unwritten(outcome, reason)
                 return
             self._outputs.add(mark)
+            self._sweep(prepared.output_path.parent)
             try:
                 write_atomic(prepared.output_path, outcome.text)
             except OSError as exc:

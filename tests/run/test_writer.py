@@ -4,6 +4,8 @@ that cannot be written stops the run with an error. Nothing is dropped without a
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,3 +131,18 @@ def test_an_answer_that_is_not_valid_unicode_fails_its_item(tmp_path: Path) -> N
     writer.close()
     assert reasons == ["cannot write a.md: not valid Unicode text"]
     assert not (tmp_path / "a.md").exists()
+
+
+def test_temp_files_a_kill_left_are_swept_where_outputs_are_written(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    left, fresh = folder / ".ralph-0123456789ab.tmp", folder / ".ralph-ba9876543210.tmp"
+    left.write_text("half an answer")
+    os.utime(left, (time.time() - 3600, time.time() - 3600))  # from a run killed an hour ago
+    fresh.write_text("another run's, being written")
+    result = ralph(*apply_args(recipe(tmp_path, json.dumps(["a.md"]), "{{ item }}"), folder))
+    assert result.code == 0, result.out + result.err
+    assert not left.exists()
+    assert fresh.exists()
