@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from ralph.text import writable
+
 JSONDecodeError = orjson.JSONDecodeError  # a subclass of json.JSONDecodeError and ValueError
 
 Default = Callable[[Any], Any]
@@ -42,7 +44,7 @@ def dumps_pretty(value: Any) -> str:
     try:
         return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
     except TypeError:
-        return _writable(json.dumps(_finite(value), indent=2, ensure_ascii=False))
+        return writable(json.dumps(_finite(value), indent=2, ensure_ascii=False))
 
 
 def loads(data: bytes | str) -> Any:
@@ -53,13 +55,8 @@ def loads(data: bytes | str) -> Any:
 
 def _json_dumps(value: Any, default: Default | None) -> str:
     text = json.dumps(_finite(value), default=default, separators=(",", ":"), ensure_ascii=False)
-    return _writable(text)
-
-
-def _writable(text: str) -> str:
-    # a lone surrogate (only ever inside a JSON string) cannot be written as UTF-8; its
-    # backslash escape is exactly its JSON escape, \ud800, and the rest stays as it is
-    return text.encode("utf-8", "backslashreplace").decode()
+    # a lone surrogate is only ever inside a JSON string: its escape is its JSON escape
+    return writable(text)
 
 
 def _finite(value: Any) -> Any:

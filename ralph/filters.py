@@ -19,6 +19,7 @@ from ralph.providers.base import AttemptError
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Filter
 from ralph.secrets import redact
+from ralph.text import writable
 
 if TYPE_CHECKING:
     pass
@@ -145,7 +146,7 @@ def _json(text: str, options: Any) -> str:
     pretty = json.dumps(value, ensure_ascii=False, indent=2)
     # a lone surrogate (JSON's "\ud800") cannot be written as UTF-8; its backslash escape is
     # its JSON escape again
-    return pretty.encode("utf-8", "backslashreplace").decode()
+    return writable(pretty)
 
 
 def option_problems(name: str, options: Any) -> Iterator[tuple[OptionPath, str]]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from ralph.errors import ItemsError
 from ralph.fastjson import JSONDecodeError, loads
 from ralph.recipe.model import ItemSource
+from ralph.text import writable
 from ralph.units import MAX_INT_DIGITS, too_many_digits
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def item_key(item: Any, index: int) -> str:
     key = str(item["id"])
     # a lone surrogate (JSON can escape one: "\ud800") cannot be printed or written as
     # UTF-8, and a key is printed in plans and logs: it is shown as that same escape
-    return key if key.isascii() else key.encode("utf-8", "backslashreplace").decode()
+    return writable(key)
 
 
 def _open(path: Path, *, binary: bool = False) -> Any:

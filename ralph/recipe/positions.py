@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ralph.errors import Problem
+from ralph.text import writable
 
 Path = Sequence[str | int]
 
@@ -24,7 +25,7 @@ def dotted(path: Path) -> str:
             out += f".{part}" if out else str(part)
     shown = redact(out)
     # a key may hold a lone surrogate (YAML's "\ud800"), which no terminal or file takes
-    return shown if shown.isascii() else shown.encode("utf-8", "backslashreplace").decode()
+    return writable(shown)
 
 
 def locate(tree: Any, path: Path, *, at_key: bool = False) -> tuple[int, int]:

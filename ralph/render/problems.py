@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from ralph.errors import Problem
 from ralph.recipe.validate import ValidationReport
+from ralph.text import writable
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 RULES = {"error": "ralph/invalid-recipe", "warning": "ralph/recipe-warning"}
@@ -23,7 +24,7 @@ def render_report(report: ValidationReport, fmt: str, *, color: bool = False) ->
     lines = [_github(p) if fmt == "github" else _text(p, color) for p in report.problems]
     text = "\n".join([*lines, summary(report)])
     # a key may hold a lone surrogate (YAML's "\ud800"), which no terminal takes: its escape
-    return text.encode("utf-8", "backslashreplace").decode()
+    return writable(text)
 
 
 def summary(report: ValidationReport) -> str:
