@@ -27,7 +27,7 @@ from ralph.run.attempts import worst_input_tokens
 from ralph.run.checkpoint import LoopState, fingerprint, fingerprint_context, loop_folder
 from ralph.run.outputs import OutputPathError
 from ralph.run.prepare import ItemRejected, LoopContext, Preparer, reads_outputs
-from ralph.templates import no_answer
+from ralph.templates import task_output
 
 if TYPE_CHECKING:
     from ralph.shard import Shard
@@ -287,11 +287,7 @@ def _task_plan(
         first_input += estimate_tokens(prepared.prompt, ratio) + system
         input_tokens += (estimate_tokens(prepared.prompt, ratio) + system) * left
         worst_input += worst * left
-    if task.items is None:  # as the run publishes it
-        answer = next(iter(answers.values()), None)
-        outputs[task.name] = answer if answer is not None else no_answer(task.name)
-    else:
-        outputs[task.name] = answers
+    outputs[task.name] = task_output(task.name, answers, one_item=task.items is None)
     worst_output = reserved_output_tokens(agent)  # the worst case a run's budget holds back
     price_in, price_out = agent.pricing.input_per_mtok / 1e6, agent.pricing.output_per_mtok / 1e6
     return TaskPlan(

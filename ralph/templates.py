@@ -67,13 +67,18 @@ def environment() -> SandboxedEnvironment:
     return env
 
 
-def no_answer(task: str) -> Undefined:
-    """What `outputs.<task>` is for a task of one item that gave no answer (it failed, or a
-    shard that does not own it skipped it): rendering it fails the item with this reason,
-    where `None` would have been sent as the text "None"; `| default(...)` still works."""
+def task_output(task: str, answers: Mapping[Any, str], *, one_item: bool) -> Any:
+    """`outputs.<task>` as later templates read it: the answers by item key, or for a task of
+    one item its answer. One that gave none (it failed, or a shard that does not own it
+    skipped it) reads as undefined: rendering it fails the item with this reason, where `None`
+    would have been sent as the text "None"; `| default(...)` still works."""
+    if not one_item:
+        return answers
+    answer = next(iter(answers.values()), None)
+    if answer is not None:
+        return answer
     hint = f"task '{task}' has no answer to read: it failed, or it ran in another shard"
-    undefined: Undefined = environment().undefined(hint=hint)
-    return undefined
+    return environment().undefined(hint=hint)
 
 
 def _dumps_thawed(value: Any, **options: Any) -> str:

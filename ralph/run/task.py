@@ -30,7 +30,7 @@ from ralph.run.outputs import OutputPathError, jsonl_path
 from ralph.run.prepare import ItemRejected, Prepared, Preparer
 from ralph.run.writer import Done, Failed, Outcome, Skipped, TaskWriter
 from ralph.secrets import count_secrets
-from ralph.templates import no_answer
+from ralph.templates import task_output
 
 if TYPE_CHECKING:
     from ralph.observe.summary import TaskStats
@@ -295,9 +295,5 @@ class TaskRun:
         answers = self.writer.answers
         if answers is None:
             return
-        if self.task.items is None:
-            answer = next(iter(answers.values()), None)
-            name = self.task.name
-            self.engine.outputs[name] = answer if answer is not None else no_answer(name)
-        else:
-            self.engine.outputs[self.task.name] = answers
+        name = self.task.name
+        self.engine.outputs[name] = task_output(name, answers, one_item=self.task.items is None)
