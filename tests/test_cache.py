@@ -510,7 +510,7 @@ def test_cache_stats_of_a_folder_that_holds_no_cache_makes_none(
     ralph: Callable[..., Result], tmp_path: Path
 ) -> None:
     result = ralph("cache", "stats", "--cache-dir", str(tmp_path))
-    assert (result.code, result.out) == (0, f"{tmp_path}: no cache (the folder holds none)\n")
+    assert (result.code, result.out) == (0, f"{tmp_path}: no cache (the folder holds no cache)\n")
     assert list(tmp_path.iterdir()) == []
 
 

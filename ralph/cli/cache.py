@@ -40,19 +40,26 @@ def _readable(recipe: Path) -> None:
         raise RecipeError([Problem(str(recipe), 1, 1, "", reason)]) from None
 
 
+def _absent(directory: Path) -> str | None:
+    """Why `directory` holds no cache to look at, or None: looking must not make one (a
+    mistyped --cache-dir, say)."""
+    from ralph.cache import holds_cache
+
+    if not directory.exists():
+        return "does not exist"
+    return None if holds_cache(directory) else "holds no cache"
+
+
 @cache_app.command("stats")
 def cache_stats(
     recipe: Annotated[Path | None, typer.Argument()] = None, cache_dir: CacheDirOption = None
 ) -> int:
     """How many answers the cache holds and how much disk they use."""
-    from ralph.cache import ResponseCache, holds_cache
+    from ralph.cache import ResponseCache
 
     directory = _cache_dir(recipe, cache_dir)
-    if not directory.exists():  # looking must not make one (a mistyped --cache-dir, say)
-        typer.echo(f"{directory}: no cache (the folder does not exist)")
-        return 0
-    if not holds_cache(directory):
-        typer.echo(f"{directory}: no cache (the folder holds none)")
+    if absent := _absent(directory):
+        typer.echo(f"{directory}: no cache (the folder {absent})")
         return 0
     cache = ResponseCache(directory)
     try:
@@ -68,14 +75,11 @@ def cache_clear(
     recipe: Annotated[Path | None, typer.Argument()] = None, cache_dir: CacheDirOption = None
 ) -> int:
     """Remove every cached answer."""
-    from ralph.cache import ResponseCache, holds_cache
+    from ralph.cache import ResponseCache
 
     directory = _cache_dir(recipe, cache_dir)
-    if not directory.exists():
-        typer.echo(f"nothing removed: {directory} does not exist")
-        return 0
-    if not holds_cache(directory):
-        typer.echo(f"nothing removed: {directory} holds no cache")
+    if absent := _absent(directory):
+        typer.echo(f"nothing removed: {directory} {absent}")
         return 0
     cache = ResponseCache(directory)
     try:
