@@ -33,7 +33,7 @@ def merge_summaries(named: Sequence[Named], *, partial: bool = False) -> dict[st
     if not named:
         raise MergeError("nothing to merge: name the shard summaries (run.json files)")
     summaries = [summary for _, summary in named]
-    _same_run(summaries)
+    _same_run(named)
     missing = _missing_shards(named)
     if missing and not partial:
         raise MergeError(
@@ -64,19 +64,21 @@ def merge_summaries(named: Sequence[Named], *, partial: bool = False) -> dict[st
     }
 
 
-def _same_run(summaries: Sequence[dict[str, Any]]) -> None:
+def _same_run(named: Sequence[Named]) -> None:
     """Shards of one run: the same recipe (its name and file name: machines may keep it in
     different folders), the same profile and the same --set values."""
+    summaries = [summary for _, summary in named]
     recipes = {(str(s.get("name", "")), PurePath(s["recipe"]).name) for s in summaries}
     if len(recipes) > 1:
-        shown = sorted({f"{name} ({file})" if name else file for name, file in recipes})
-        raise MergeError(f"these summaries are of different recipes: {', '.join(shown)}")
+        names = sorted({f"{name} ({file})" if name else file for name, file in recipes})
+        raise MergeError(f"these summaries are of different recipes: {', '.join(names)}")
     for field, what in (("profile", "profiles"), ("overrides", "--set values")):
-        seen = {repr(s.get(field) or None) for s in summaries}
-        if len(seen) > 1:
-            raise MergeError(
-                f"these summaries are of runs with different {what}: {', '.join(sorted(seen))}"
-            )
+        files: dict[str, list[str]] = {}
+        for path, summary in named:
+            files.setdefault(repr(summary.get(field) or None), []).append(path)
+        if len(files) > 1:  # which summary has which, so the odd one can be found
+            shown = "; ".join(f"{value} in {', '.join(paths)}" for value, paths in files.items())
+            raise MergeError(f"these summaries are of runs with different {what}: {shown}")
 
 
 def _missing_shards(named: Sequence[Named]) -> list[str]:

@@ -198,7 +198,9 @@ def test_shards_run_with_other_settings_are_refused(
     edited(two, (field,), value)
     result = ralph("summary", "merge", str(one), str(two))
     assert result.code == 1
+    shown = repr(value)  # and which summary has which
     assert "these summaries are of runs with different" in result.err
+    assert f"{shown} in {two}" in result.err and f"None in {one}" in result.err
 
 
 def test_missing_shards_need_partial_and_are_named(
