@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ralph.providers.base import AttemptError
+from ralph.units import MAX_INT_DIGITS
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError
@@ -45,7 +45,7 @@ def parse_answer(text: str) -> Any:
     except _NotJSON as exc:
         raise AttemptError("invalid_response", str(exc)) from None
     except ValueError:  # what remains: an integer longer than Python converts
-        limit = sys.get_int_max_str_digits()
+        limit = MAX_INT_DIGITS
         message = f"answer JSON has an integer of more than {limit} digits"
         raise AttemptError("invalid_response", message) from None
     except RecursionError:
@@ -113,8 +113,13 @@ def _location(path: Iterable[str | int], known: set[str]) -> str:
 
 
 _JSON_TYPES: tuple[tuple[type, str], ...] = (
-    *((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string")),
-    *((list, "array"), (dict, "object"), (type(None), "null")),
+    (bool, "boolean"),  # before int: a bool is an int to isinstance
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+    (type(None), "null"),
 )
 
 

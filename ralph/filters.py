@@ -12,7 +12,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ralph.answer_json import OptionPath, check_answer, parse_answer, schema_problems
 from ralph.providers.base import AttemptError
@@ -20,9 +20,6 @@ from ralph.recipe.build import thaw
 from ralph.recipe.model import Filter
 from ralph.secrets import redact
 from ralph.text import writable
-
-if TYPE_CHECKING:
-    pass
 
 
 class Refused(Exception):

@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import BuiltinMethodType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ralph.units import MAX_INT_DIGITS  # Python's own limit for printing an int
+
 if TYPE_CHECKING:
     from jinja2.runtime import Context
     from jinja2.sandbox import SandboxedEnvironment
 
 MAX_OUTPUT_CHARS = 50_000_000  # a rendered template: hundreds of times any model's context
 MAX_VALUE_LENGTH = 10_000_000  # characters or items one operation (`*`, `%`, a width) builds
-MAX_INT_DIGITS = 4300  # Python's own limit for printing an int (sys.int_info)
 MAX_RENDER_S = 10.0  # one render: what bounds a loop that builds nothing ({% for %} in a for)
 
 # builtin str methods whose first argument is the width of what they return
