@@ -320,9 +320,8 @@ def test_a_saved_plan_of_a_shard_runs_that_shard_only(
     assert (summary["shard"], summary["tasks"]["greet"]["items"]) == ("1/2", planned)
     refused = ralph("apply", str(saved), "--shard", "2/2")
     assert refused.code == 2
-    assert (
-        refused.err
-        == "error: a saved plan fixes its shard; give no --shard (plan with it instead)\n"
+    assert refused.err == (
+        f"error: {saved}: a saved plan fixes its shard; give no --shard (plan with it instead)\n"
     )
     (tmp_path / "items.jsonl").write_text('{"id": "new"}\n')
     stale = ralph(*apply_args(saved, tmp_path / "out"))

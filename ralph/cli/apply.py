@@ -134,9 +134,11 @@ def load_target(
     if not is_saved_plan(path):
         return load_recipe(path, profile, sets or ()), shard
     if profile or sets:
-        raise UsageError("a saved plan fixes its profile and --set values; give neither")
+        raise UsageError(f"{path}: a saved plan fixes its profile and --set values; give neither")
     if shard is not None:
-        raise UsageError("a saved plan fixes its shard; give no --shard (plan with it instead)")
+        raise UsageError(
+            f"{path}: a saved plan fixes its shard; give no --shard (plan with it instead)"
+        )
     saved = load_saved_plan(path)
     model = load_recipe(Path(saved["recipe"]), saved["profile"], saved["overrides"])
     check_fingerprints(saved["fingerprints"], model)
