@@ -6,6 +6,7 @@ and what was expected, never the answer's text (it is logged and counted in summ
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -17,6 +18,7 @@ from ralph.units import MAX_INT_DIGITS
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError
+    from jsonschema.protocols import Validator
     from referencing import Registry
 
 OptionPath = tuple[str | int, ...]
@@ -62,12 +64,20 @@ def _registry() -> Registry:
     return Registry()
 
 
-def check_answer(value: Any, schema: Any) -> None:
+@functools.lru_cache(maxsize=64)
+def _validator(schema_json: str) -> Validator:
+    """A task's schema is the same for every answer: its validator is built once."""
     from jsonschema import Draft202012Validator
+
+    validator: Validator = Draft202012Validator(json.loads(schema_json), registry=_registry())
+    return validator
+
+
+def check_answer(value: Any, schema: Any) -> None:
     from jsonschema.exceptions import best_match
     from referencing.exceptions import Unresolvable
 
-    validator = Draft202012Validator(schema, registry=_registry())
+    validator = _validator(json.dumps(schema, sort_keys=True))
     try:
         error = best_match(validator.iter_errors(value))
     except Unresolvable as exc:
