@@ -157,14 +157,11 @@ class ResponseCache:
                 str(directory), eviction_policy="none", size_limit=2**40, cull_limit=0
             )
             self._cache.expire()
-            # The keys held when the run starts, while there are few enough to keep in
-            # memory: a miss, the common case on a first run, then costs a set look-up, not an
-            # SQL query. (iterating the Cache, in one query, not iterkeys(), which pages
-            # through the keys in sort order: 30 ms for 50,000 keys instead of 500)
-            self._known: set[str] | None = (
-                set(self._cache) if len(self._cache) <= PRELOAD_KEYS else None
-            )
-        self._values = self._preload() if preload and self._known is not None else {}
+        # Without `preload` (`cache stats`, `clear`), every look-up asks the database.
+        self._known: set[str] | None = None
+        self._values: dict[str, tuple[str, float | None]] = {}
+        if preload and len(self._cache) <= PRELOAD_KEYS:
+            self._preload()
 
     @contextlib.contextmanager
     def _damage(self, doing: str) -> Iterator[None]:
@@ -177,27 +174,31 @@ class ResponseCache:
                 "start an empty cache, or run with --no-cache)"
             ) from None
 
-    def _preload(self) -> dict[str, tuple[str, float | None]]:
-        """The answers stored in the database itself (all but the longest), read in one query
-        while the cache is small: a hit then costs a dict look-up, not diskcache's ~5 µs query,
-        which was a third of a cached item. Best effort: it reads diskcache's table directly,
-        so any surprise there (a newer schema) leaves it empty and every hit takes `get`."""
+    def _preload(self) -> None:
+        """The keys held when the run starts, and the answers stored in the database itself
+        (all but the longest), in one query while the cache is small: a miss, the common case
+        on a first run, then costs a set look-up, and a hit a dict look-up, not diskcache's
+        ~5 µs query, which was a third of a cached item. Best effort: it reads diskcache's
+        table directly, so any surprise there (a newer schema) leaves both empty, and every
+        look-up asks diskcache."""
         import diskcache.core
 
-        if self._cache.volume() > PRELOAD_BYTES:
-            return {}
+        values = self._cache.volume() <= PRELOAD_BYTES
         path = Path(self._cache.directory, diskcache.core.DBNAME)
         try:
             with contextlib.closing(sqlite3.connect(path)) as db:
+                # keys ralph writes are text, stored raw: other keys can never be looked up
                 rows = db.execute(
-                    "SELECT key, value, expire_time FROM Cache WHERE raw = 1 AND mode = ?"
-                    " AND typeof(key) = 'text' AND typeof(value) = 'text'"
+                    "SELECT key, CASE WHEN ? AND mode = ? AND typeof(value) = 'text'"
+                    " THEN value END, expire_time FROM Cache"
+                    " WHERE raw = 1 AND typeof(key) = 'text'"
                     " AND (expire_time IS NULL OR expire_time > ?)",
-                    (diskcache.core.MODE_RAW, time.time()),
+                    (values, diskcache.core.MODE_RAW, time.time()),
                 ).fetchall()
         except sqlite3.Error:
-            return {}
-        return {key: (value, expires) for key, value, expires in rows}
+            return
+        self._known = {key for key, _, _ in rows}
+        self._values = {key: (value, expires) for key, value, expires in rows if value is not None}
 
     def get(self, key: str) -> tuple[Response, str] | None:
         if self._known is not None and key not in self._known:
