@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -386,3 +387,27 @@ def test_the_answer_of_a_failed_task_of_one_item_is_not_sent_as_none(
     (reason,) = tasks["use"]["failures"]
     assert "task 'collect' has no answer to read: it failed, or it ran in another shard" in reason
     assert tasks["guarded"]["done"] == 1
+
+
+def test_the_heap_frozen_for_the_run_is_given_back_to_the_collector(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    """The run keeps what existed before it out of the collector's passes; after it, whether
+    it ended well or not, nothing stays frozen, or the cycles of a program that runs ralph
+    in-process would never be collected."""
+    text = """
+        version: 1
+        name: frozen
+        agents:
+          local: {provider: echo}
+        tasks:
+          - name: t
+            agent: local
+            for_each: [{x: 1}, {y: 2}]
+            prompt: "{{ item.x }}"
+    """
+    recipe = write_recipe(tmp_path, text)
+    assert gc.get_freeze_count() == 0
+    result = ralph(*apply_args(recipe, tmp_path / "out"))
+    assert result.code == 3, result.out + result.err
+    assert gc.get_freeze_count() == 0
