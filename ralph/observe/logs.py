@@ -168,14 +168,13 @@ class _Second:
 
 
 def _timestamp() -> str:
-    """`datetime.now(UTC).isoformat()` (always with microseconds) at a third of its cost: it is
+    """`datetime.now(UTC).isoformat()` (always with microseconds) at a quarter of its cost: it is
     on every log line."""
-    now = time.time()
-    second = int(now)
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
     if second != _Second.start:
         _Second.start = second
         _Second.text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{_Second.text}.{int((now - second) * 1e6):06d}+00:00"
+    return "%s.%06d+00:00" % (_Second.text, micro)  # noqa: UP031 (%-formatting is faster here)
 
 
 def flush_logs() -> None:

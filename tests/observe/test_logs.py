@@ -297,12 +297,13 @@ def test_an_item_id_with_a_lone_surrogate_is_logged_not_a_crash(fmt: str, tmp_pa
 def test_timestamps_are_iso_8601_with_microseconds_across_a_second(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for now, expected in [
-        (1_700_000_000.999999, "2023-11-14T22:13:20.999999+00:00"),
-        (1_700_000_001.0, "2023-11-14T22:13:21.000000+00:00"),
-        (1_700_000_001.5, "2023-11-14T22:13:21.500000+00:00"),
-        (1_699_999_999.25, "2023-11-14T22:13:19.250000+00:00"),
+    for now_ns, expected in [
+        (1_700_000_000_999_999_999, "2023-11-14T22:13:20.999999+00:00"),
+        (1_700_000_001_000_000_000, "2023-11-14T22:13:21.000000+00:00"),
+        (1_700_000_001_500_000_000, "2023-11-14T22:13:21.500000+00:00"),
+        (1_699_999_999_250_000_000, "2023-11-14T22:13:19.250000+00:00"),
     ]:
-        monkeypatch.setattr(logs.time, "time", lambda now=now: now)
+        monkeypatch.setattr(logs.time, "time_ns", lambda now_ns=now_ns: now_ns)
         assert logs._timestamp() == expected
-        assert datetime.fromisoformat(expected).timestamp() == pytest.approx(now, abs=1e-6)
+        seconds = datetime.fromisoformat(expected).timestamp()
+        assert seconds == pytest.approx(now_ns / 1e9, abs=1e-6)
