@@ -160,6 +160,7 @@ class ResponseCache:
         # Without `preload` (`cache stats`, `clear`), every look-up asks the database.
         self._known: set[str] | None = None
         self._values: dict[str, tuple[str, float | None]] = {}
+        self._held: dict[str, Entry] = {}
         if preload and len(self._cache) <= PRELOAD_KEYS:
             self._preload()
 
@@ -201,6 +202,9 @@ class ResponseCache:
         self._values = {key: (value, expires) for key, value, expires in rows if value is not None}
 
     def get(self, key: str) -> tuple[Response, str] | None:
+        held = self._held.get(key)
+        if held is not None:
+            return held.response, held.agent
         if self._known is not None and key not in self._known:
             return None
         preloaded = self._values.get(key)
@@ -216,7 +220,14 @@ class ResponseCache:
     def __contains__(self, key: str) -> bool:
         return key in self._cache
 
+    def hold(self, entry: Entry) -> None:
+        """An answer this run just got, served from memory until `put_many` writes it: an
+        item that asks the same in the meantime is a hit, and does not pay for it again."""
+        self._held[entry.key] = entry
+
     def put_many(self, entries: Iterable[Entry]) -> None:
+        """Store the entries, in one transaction, and let go of the ones held."""
+        entries = list(entries)
         with self._damage("write"), self._cache.transact():
             for entry in entries:
                 # a JSON string is stored as text, not pickled: cheaper, and readable
@@ -228,6 +239,8 @@ class ResponseCache:
                 self._values.pop(entry.key, None)
                 if self._known is not None:
                     self._known.add(entry.key)
+        for entry in entries:
+            self._held.pop(entry.key, None)
 
     def stats(self) -> dict[str, Any]:
         with self._damage("read"):
@@ -242,6 +255,7 @@ class ResponseCache:
         if self._known is not None:
             self._known.clear()
         self._values.clear()
+        self._held.clear()
         with self._damage("clear"):
             return int(self._cache.clear())
 

@@ -151,11 +151,8 @@ def build_plan(
     loops saved under `out_dir`."""
     cache = CachePeek(cache_dir)
     try:
-        outputs: dict[str, Any] = {}
-        tasks = tuple(
-            _task_plan(recipe, task, _Sources(cache, out_dir, outputs), show, shard)
-            for task in recipe.tasks
-        )
+        sources = _Sources(cache, out_dir, {}, set() if cache_dir is not None else None)
+        tasks = tuple(_task_plan(recipe, task, sources, show, shard) for task in recipe.tasks)
     finally:
         cache.close()
     return Plan(
@@ -233,6 +230,9 @@ class _Sources:
     cache: CachePeek
     out_dir: Path
     outputs: dict[str, Any]
+    # the keys the run will ask for, which later items asking the same find answered (as the
+    # run's cache serves them); None without a cache
+    asked: set[int] | None
 
 
 def _task_plan(
@@ -269,13 +269,18 @@ def _task_plan(
         requests = [(maker.key(prepared.request(chained)), chained) for maker, chained in chain]
         prompt_keys[key] = short_key(requests[0][0])
         answer = _cached_answer(cache, [k for k, _ in requests], task) if use_cache else None
+        duplicate = False
+        if use_cache and answer is None and sources.asked is not None:
+            asked = hash(requests[0][0])  # not the key: a million of them are 100 MB
+            duplicate = asked in sources.asked
+            sources.asked.add(asked)
         left, worst = 1, worst_input_tokens(prepared.request(agent))
         if loops is not None:
             answer, left = loops.saved(index, item, key)
             worst = loops.longest_input(index, item, agent) or worst
         slot = key if has_id(item) else index  # as the run keys outputs.<task>
         answers[slot] = answer if answer is not None else f"<answer of {task.name} item {key}>"
-        if answer is not None:
+        if answer is not None or duplicate:
             cached += 1
             continue
         if not left:  # a loop its limit already stopped: it stops again, asking nothing

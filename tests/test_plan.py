@@ -517,3 +517,22 @@ def test_max_completion_tokens_caps_the_answer_as_max_tokens_does(
     shown = ralph("apply", str(recipe), "--dry-run")
     assert shown.code == 4, shown.out  # the answer may take 100,000 tokens, not 4096
     assert "max_tokens 50000: needs up to 100002" in shown.out
+
+
+def test_the_same_prompt_twice_is_planned_as_the_run_pays_for_it_once(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    tasks = """          - {name: a, agent: local, prompt: "Say {{ item.t }}",
+             for_each: [{id: x, t: 1}, {id: y, t: 1}, {id: z, t: 2}]}
+          - {name: b, agent: local, prompt: "Say 2"}
+          - {name: c, agent: local, cache: false, for_each: [1, 1], prompt: "Say {{ item }}"}"""
+    recipe = agree_recipe(tmp_path, tasks)
+    planned = json.loads(ralph("plan", str(recipe), "-f", "json").out)
+    counts = [(t["name"], t["requests"], t["cached"]) for t in planned["tasks"]]
+    assert counts == [("a", 2, 1), ("b", 0, 1), ("c", 2, 0)]
+    fresh = json.loads(ralph("apply", str(recipe), "--dry-run", "-f", "json", "--no-cache").out)
+    assert [t["requests"] for t in fresh["tasks"]] == [3, 1, 2]
+    summary = tmp_path / "run.json"
+    args = apply_args(recipe, tmp_path / "out", "--skip-health", "--summary-file", str(summary))
+    assert ralph(*args).code == 0
+    assert json.loads(summary.read_text())["totals"]["requests"] == 4

@@ -83,6 +83,7 @@ class TaskRun:
             redact=self._redacts,
         )
         self.write_error: OutputError | None = None
+        self._asking: dict[str, asyncio.Event] = {}  # by key: the requests on their way
         self.log = engine.logger
         self.attempts = Attempts(engine, task.name, self.filter_answer)
 
@@ -157,15 +158,28 @@ class TaskRun:
             self.stats.prompts[prepared.key] = short_key(primary)
         if self._from_cache(prepared, requests, keys):
             return
-        outcome = await self.ask(prepared, requests, keys)
-        if isinstance(outcome, tuple):
-            rt, text, response = outcome
-            key = keys[self.chain.index(rt)]
-            self.succeed(Done(prepared, rt.agent.name, text, response, key, False))
-        elif isinstance(outcome, str):
-            self.fail(index, item, outcome)
-        else:
-            self.not_started(index)
+        shared = keys[0]
+        if shared is not None:
+            # an item that asks what another is asking now waits for that answer, a hit
+            # once it comes: the same prompt twice in a task is paid for once
+            while (asking := self._asking.get(shared)) is not None:
+                await asking.wait()
+                if self._from_cache(prepared, requests, keys):
+                    return
+            self._asking[shared] = asyncio.Event()
+        try:
+            outcome = await self.ask(prepared, requests, keys)
+            if isinstance(outcome, tuple):
+                rt, text, response = outcome
+                key = keys[self.chain.index(rt)]
+                self.succeed(Done(prepared, rt.agent.name, text, response, key, False))
+            elif isinstance(outcome, str):
+                self.fail(index, item, outcome)
+            else:
+                self.not_started(index)
+        finally:
+            if shared is not None:
+                self._asking.pop(shared).set()
 
     async def ask(
         self,

@@ -88,6 +88,7 @@ class TaskWriter:
         self._unwritten = unwritten
         self.answers: dict[int | str, str] | None = {} if keep_answers else None
         self._batch: list[Outcome] = []
+        self._entries: list[Entry] = []  # the batch's new answers, held by the cache till written
         self._outputs: set[int] = set()
         self._swept: set[Path] = set()
 
@@ -97,15 +98,22 @@ class TaskWriter:
             self._jsonl.expect(index)
 
     def add(self, outcome: Outcome) -> bool:
-        """Hold `outcome`; True when the batch is full and should be submitted."""
+        """Hold `outcome`; True when the batch is full and should be submitted. A new answer
+        is a cache hit from now on, for items that ask the same before the batch is written."""
         self._batch.append(outcome)
+        cache = self._cache
+        if cache is not None and isinstance(outcome, Done) and outcome.key and not outcome.cached:
+            entry = Entry(outcome.key, self._kept(outcome.response), outcome.agent, self._ttl_s)
+            cache.hold(entry)
+            self._entries.append(entry)
         return len(self._batch) >= BATCH
 
     def submit(self) -> None:
         """Cache and write the items held so far."""
         if self._batch:
             batch, self._batch = self._batch, []
-            self._write(batch)
+            entries, self._entries = self._entries, []
+            self._write(batch, entries)
 
     def close(self) -> None:
         """Write everything still held, publish the JSONL file."""
@@ -116,14 +124,10 @@ class TaskWriter:
             except OSError as exc:
                 raise OutputError(f"cannot write {self._jsonl.path}: {_os_reason(exc)}") from None
 
-    def _write(self, batch: list[Outcome]) -> None:
+    def _write(self, batch: list[Outcome], entries: list[Entry]) -> None:
         try:
-            if self._cache is not None:
-                self._cache.put_many(
-                    Entry(o.key, self._kept(o.response), o.agent, self._ttl_s)
-                    for o in batch
-                    if isinstance(o, Done) and not o.cached and o.key
-                )
+            if self._cache is not None and entries:
+                self._cache.put_many(entries)
             for outcome in batch:
                 self._record(outcome)
         except OSError as exc:

@@ -411,3 +411,56 @@ def test_the_heap_frozen_for_the_run_is_given_back_to_the_collector(
     result = ralph(*apply_args(recipe, tmp_path / "out"))
     assert result.code == 3, result.out + result.err
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_the_same_prompt_twice_in_a_task_is_paid_for_once(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path, concurrency: int
+) -> None:
+    """Together in flight (8), or one after another before the batch reaches the cache (1):
+    either way the later items are hits on the first one's answer."""
+    server.latency_s = 0.05 if concurrency > 1 else 0.0
+    texts = ["same", "other", "same", "same", "other", "same"]
+    items = ", ".join(f"{{id: i{n}, text: {text}}}" for n, text in enumerate(texts))
+    text = recipe_text(
+        server.base_url, for_each=f"[{items}]", agent_extra=f"concurrency: {concurrency}"
+    )
+    summary = tmp_path / "run.json"
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path, "--summary-file", str(summary))
+    assert result.code == 0, result.out + result.err
+    assert sorted(r.body["messages"][-1]["content"] for r in sent_to(server, CHAT)) == [
+        "Say other",
+        "Say same",
+    ]
+    records = lines(tmp_path / "out" / "answer.jsonl")
+    answers = {r["item"]["text"]: set() for r in records}  # type: ignore[index]
+    for record in records:
+        answers[record["item"]["text"]].add(record["answer"])  # type: ignore[index]
+    assert all(len(found) == 1 for found in answers.values())
+    assert sorted(r["status"] for r in records) == ["cached"] * 4 + ["done"] * 2
+    assert json.loads(summary.read_text())["totals"]["cache_hits"] == 4
+
+
+def test_an_item_waiting_on_the_same_prompt_asks_itself_when_that_one_fails(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server.latency_s = 0.05
+    server.inject(Fault("status", status=400, message="bad request", times=1, path=CHAT))
+    text = recipe_text(
+        server.base_url,
+        for_each="[{id: a, text: same}, {id: b, text: same}]",
+        agent_extra="concurrency: 2",
+    )
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 3, result.out + result.err
+    assert len(sent_to(server, CHAT)) == 2
+    records = lines(tmp_path / "out" / "answer.jsonl")
+    assert sorted(str(r["status"]) for r in records) == ["done", "failed"]
+
+
+def test_no_cache_asks_for_every_item_even_the_same_prompt(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    text = recipe_text(server.base_url, for_each="[{id: a, text: same}, {id: b, text: same}]")
+    assert apply(ralph, write_recipe(tmp_path, text), tmp_path, "--no-cache").code == 0
+    assert len(sent_to(server, CHAT)) == 2
