@@ -29,6 +29,7 @@ from ralph.providers import HTTP_PROVIDERS, PROVIDERS
 from ralph.recipe.model import Recipe
 from ralph.run.agents import AgentRuntime
 from ralph.run.limits import Budget
+from ralph.run.lock import locked_out_dir
 from ralph.run.prepare import reads_outputs
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ class Engine:
         keys = {name: self._keys(name) for name in used}
         self.options.out_dir.mkdir(parents=True, exist_ok=True)
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(locked_out_dir(self.options.out_dir, self.options.shard))
             stack.enter_context(_frozen_heap())
             stack.enter_context(_on_sigint(asyncio.get_running_loop(), self.interrupt))
             if self.options.cache_dir is not None:
