@@ -183,6 +183,50 @@ def names_used(source: str) -> frozenset[str] | None:
         return None
 
 
+def vars_read(source: str) -> frozenset[str] | None:
+    """The vars a template reads by name (`vars.x`, `vars['x']`, `vars.get('x', ...)`); None
+    when it may read any (it hands `vars` on whole, or cannot be parsed)."""
+    from jinja2 import TemplateSyntaxError, nodes
+
+    try:
+        ast = environment().parse(source)
+    except (TemplateSyntaxError, RecursionError):
+        return None
+    named: set[str] = set()
+    explained: set[int] = set()  # the `vars` names a key is read from
+    for call in ast.find_all(nodes.Call):
+        method = call.node
+        key = _constant(call.args[0]) if call.args else None
+        if not (isinstance(method, nodes.Getattr) and _is_vars(method.node)):
+            continue
+        if method.attr == "get" and key is not None:
+            named.add(key)
+            explained.add(id(method.node))
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        if not _is_vars(node.node) or id(node.node) in explained:
+            continue
+        key = node.attr if isinstance(node, nodes.Getattr) else _constant(node.arg)
+        if key is None or key in _MAPPING_METHODS:
+            return None
+        named.add(key)
+        explained.add(id(node.node))
+    whole = [n for n in ast.find_all(nodes.Name) if _is_vars(n) and id(n) not in explained]
+    return None if whole else frozenset(named)
+
+
+def _is_vars(node: Node) -> bool:
+    from jinja2 import nodes
+
+    return isinstance(node, nodes.Name) and node.name == "vars" and node.ctx == "load"
+
+
+def _constant(node: Node) -> str | None:
+    from jinja2 import nodes
+
+    return node.value if isinstance(node, nodes.Const) and isinstance(node.value, str) else None
+
+
 def _analysis_error(message: str) -> str:
     unknown = re.fullmatch(r"No filter named '(.+)'\.?", message)
     if unknown is None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import difflib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ralph.errors import UsageError
@@ -87,6 +89,55 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     if (problem := _number_problem(value)) is not None:
         raise UsageError(f"--set {key.strip()}=...: {problem}")
     return parts, value
+
+
+def unread_sets(
+    before: dict[str, Any], after: dict[str, Any], sets: Sequence[str], base_dir: Path
+) -> list[str]:
+    """Why each `--set` of a var the recipe does not declare (`before` is the recipe without
+    the sets) and no template reads would change nothing: most likely a typo, which would
+    otherwise leave the declared var at its default, unnoticed."""
+    found = before.get("vars")
+    declared: dict[str, Any] = found if isinstance(found, dict) else {}
+    read = _vars_read(after, base_dir)
+    messages = []
+    for assignment in sets:
+        parts, _ = parse_set(assignment)
+        name = parts[1]
+        if parts[0] != "vars" or name in declared or read is None or name in read:
+            continue
+        close = difflib.get_close_matches(name, [str(k) for k in declared], n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        listed = ", ".join(str(k) for k in declared) or "none"
+        messages.append(
+            f"--set {assignment.partition('=')[0].strip()}=...: the recipe has no var '{name}' "
+            f"and no template reads vars.{name}, so it would change nothing (vars: {listed}"
+            f"{hint})"
+        )
+    return messages
+
+
+def _vars_read(data: dict[str, Any], base_dir: Path) -> set[str] | None:
+    """The vars the recipe's templates read by name; None when one may read any."""
+    from ralph.recipe.load import read_capped
+    from ralph.templates import vars_read
+
+    read: set[str] = set()
+    tasks = data.get("tasks")
+    for task in tasks if isinstance(tasks, list) else []:
+        sources = [task.get(key) for key in ("system", "prompt", "output")]
+        if isinstance(task.get("prompt_file"), str):
+            try:
+                sources.append(read_capped(base_dir / task["prompt_file"], 2**24).decode())
+            except (OSError, UnicodeError):
+                return None
+        for source in sources:
+            if isinstance(source, str):
+                found = vars_read(source)
+                if found is None:
+                    return None
+                read |= found
+    return read
 
 
 def _number_problem(value: Any) -> str | None:

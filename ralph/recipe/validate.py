@@ -125,7 +125,7 @@ def _looks_like_recipe(path: Path) -> bool:
 
 def check_file(path: Path, profile: str | None = None, sets: Sequence[str] = ()) -> FileReport:
     from ralph.recipe.build import build_recipe
-    from ralph.recipe.overrides import apply_profile, apply_sets
+    from ralph.recipe.overrides import apply_profile, apply_sets, unread_sets
 
     display = str(path)
     try:
@@ -140,11 +140,15 @@ def check_file(path: Path, profile: str | None = None, sets: Sequence[str] = ())
             ("profiles",), str(exc), at_key=True
         )
         return FileReport(display, (problem,), None)
+    declared = data
     try:
         data = apply_sets(data, sets) if sets else data
     except UsageError as exc:
         return FileReport(display, (Problem(display, 1, 1, "", str(exc)),), None)
     problems = _problems(source, data, path, profile)
+    if sets and not problems:
+        unread = unread_sets(declared, data, sets, path.parent)
+        problems = [Problem(display, 1, 1, "", message) for message in unread]
     if profile is None and not problems:
         problems = _profile_problems(source, data, path)
     unique = sorted(

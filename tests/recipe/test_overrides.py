@@ -157,6 +157,8 @@ def test_sets_reach_vars_agents_tasks_and_limits(recipe_path: Path) -> None:
 
 
 def test_a_bare_key_is_always_a_var_even_when_it_names_a_recipe_field(recipe_path: Path) -> None:
+    reads = "prompt: \"{{ vars.get('description') }} {{ vars['limits'] }}\""
+    recipe_path.write_text(recipe_path.read_text().replace("prompt: go", reads))
     recipe = load_recipe(recipe_path, sets=["name=Bob", "description=x", "limits=none"])
     assert recipe.name == "demo"
     assert recipe.description == ""
@@ -207,10 +209,10 @@ def test_values_are_read_as_yaml(assignment: str, value: Any) -> None:
 
 
 def test_typed_values_reach_the_model(recipe_path: Path) -> None:
-    recipe = load_recipe(recipe_path, sets=["count=1", "strict=true", "langs=[en, de]"])
-    assert recipe.vars["count"] == 1
-    assert recipe.vars["strict"] is True
-    assert recipe.vars["langs"] == ("en", "de")
+    recipe = load_recipe(recipe_path, sets=["tone=1", "audience=true", "name=[en, de]"])
+    assert recipe.vars["tone"] == 1
+    assert recipe.vars["audience"] is True
+    assert recipe.vars["name"] == ("en", "de")
 
 
 def test_nested_vars_can_be_set_and_added() -> None:
@@ -306,3 +308,51 @@ def test_a_set_that_breaks_the_recipe_is_reported_like_a_recipe_problem(
     [problem] = caught.value.problems
     assert problem.path == "agents.writer.timeout"
     assert problem.message == "'forever' is not a duration (expected e.g. 30s, 5m)"
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "{{ vars.tone }}",
+        "{{ vars['tone'] }} {{ vars.get('audience') }}",
+    ],
+)
+def test_a_set_var_that_is_not_declared_nor_read_is_refused_as_a_likely_typo(
+    tmp_path: Path, prompt: str
+) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        "version: 1\nname: typo\nvars: {tone: terse, audience: all}\n"
+        "agents: {local: {provider: echo}}\n"
+        f'tasks: [{{name: t, agent: local, prompt: "{prompt}"}}]\n'
+    )
+    with pytest.raises(RecipeError) as raised:
+        load_recipe(path, sets=["tone=loud", "tnoe=secret-value"])
+    assert str(raised.value) == (
+        f"{path}:1:1: --set tnoe=...: the recipe has no var 'tnoe' and no template reads "
+        "vars.tnoe, so it would change nothing (vars: tone, audience; did you mean 'tone'?)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "prompt_file"),
+    [
+        ("{{ vars.extra }}", None),
+        ("{{ vars.get('extra', 'none') }}", None),
+        ("{{ vars | tojson }}", None),  # may read any var
+        ("{% for k, v in vars.items() %}{{ v }}{% endfor %}", None),
+        (None, "Use {{ vars.extra }}."),
+    ],
+)
+def test_a_set_var_a_template_reads_needs_no_declaration(
+    tmp_path: Path, prompt: str | None, prompt_file: str | None
+) -> None:
+    source = f'prompt: "{prompt}"' if prompt else "prompt_file: p.md"
+    if prompt_file:
+        (tmp_path / "p.md").write_text(prompt_file)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        "version: 1\nname: typo\nagents: {local: {provider: echo}}\n"
+        f"tasks: [{{name: t, agent: local, {source}}}]\n"
+    )
+    assert load_recipe(path, sets=["extra=1"]).vars["extra"] == 1
