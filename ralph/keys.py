@@ -7,7 +7,8 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ralph.errors import ConfigError
@@ -162,17 +163,40 @@ def _run_bounded(argv: list[str], timeout_s: float) -> subprocess.CompletedProce
     """`argv` run to its end, or its whole process group killed at `timeout_s` (subprocess.run
     kills the child only, and what it started lives on). Bytes, not text: output that is not
     UTF-8 is a configuration error, not a crash."""
-    with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    ) as process:
+    with (
+        _interruptible(),
+        subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        ) as process,
+    ):
         try:
             out, err = process.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
             raise
     return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt while a key command runs. Keys are read inside the
+    run's event loop, whose own handler only takes note of a Ctrl-C for when the loop runs
+    again: after the command, up to 30 s later. (Signals reach the main thread only; and a
+    Ctrl-C that the process was started to ignore stays ignored.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run_key_command(agent: Agent) -> str:

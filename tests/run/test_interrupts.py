@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from ralph.testing import FakeLLMServer
 from tests.conftest import Result, apply_args, gone, start_apply, write_recipe
 
@@ -198,3 +200,39 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_takes_the_agents_along(tmp_path:
     _, err = process.communicate(timeout=20)
     assert process.returncode == 130, err.decode()
     assert gone(int((tmp_path / "started").read_text())), "the agent outlived ralph"
+
+
+@pytest.mark.parametrize("health", [True, False])
+def test_ctrl_c_while_a_key_command_runs_stops_it_and_exits_at_once(
+    tmp_path: Path, health: bool
+) -> None:
+    """Keys are read inside the run's event loop, which used to take note of the Ctrl-C only
+    when the key command had ended, up to 30 s later."""
+    started = tmp_path / "key.pid"
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: slow-key
+        agents:
+          writer:
+            provider: openai
+            base_url: http://127.0.0.1:9/v1
+            model: m
+            api_key_command: [sh, -c, "echo $$ > {started}; exec sleep 60"]
+        tasks:
+          - {{name: t, agent: writer, prompt: hi}}
+        """,
+    )
+    process = start_apply(recipe, tmp_path / "out", *([] if health else ["--skip-health"]))
+    deadline = time.monotonic() + 20
+    while not started.exists() or not started.read_text().strip():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    try:
+        process.communicate(timeout=10)  # not the 30 s the key command may take
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert gone(int(started.read_text())), "the key command outlived the run"
