@@ -113,7 +113,8 @@ def _jsonl_item(raw: bytes, path: Path, number: int) -> Any:
         line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
     except UnicodeDecodeError:
         raise ItemsError(str(path), number, "not valid UTF-8") from None
-    return _json_value(line, path, number) if line.strip() else _BLANK
+    # without its line break, or an item cut off at the end of its line is blamed on the next
+    return _json_value(line.rstrip("\r\n"), path, number) if line.strip() else _BLANK
 
 
 def _json_value(text: str, path: Path, number: int) -> Any:

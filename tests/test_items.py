@@ -107,6 +107,21 @@ def test_bad_jsonl_names_the_file_and_the_line(tmp_path: Path) -> None:
     assert str(caught.value).startswith(f"{path}:3: not valid JSON")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id": 1}\n{"id": 2}\n{"id": 3\n{"id": 4}\n',
+        '{"id": 1}\r\n{"id": 2}\r\n{"id": 3\r\n{"id": 4}\r\n',
+        '{"id": 1}\n{"id": 2}\n{"id": 3',
+    ],
+)
+def test_an_item_cut_off_at_the_end_of_its_line_names_that_line(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path / "a.jsonl", text)
+    with pytest.raises(ItemsError) as caught:
+        list(iter_items(source(path)))
+    assert caught.value.line == 3
+
+
 def test_jsonl_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
     path = write(tmp_path / "a.jsonl", b'{"id": 1}\n{"id": 2}\n{"id": "caf\xe9"}\n')
     items = iter_items(source(path))
