@@ -195,6 +195,18 @@ def test_a_missing_path_is_named(ralph: Ralph) -> None:
     assert result.err == "error: missing.yaml: no such file or directory\n"
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["apply"], ["apply", "--dry-run"], ["plan"], ["health"], ["cache", "explain", "--task", "t"]],
+)
+def test_a_missing_recipe_is_a_usage_error_for_every_command(
+    ralph: Ralph, tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "missing.yaml"
+    result = ralph(*command, str(missing))
+    assert (result.code, result.err) == (2, f"error: {missing}: no such file or directory\n")
+
+
 @pytest.mark.usefixtures("recipes")
 def test_a_profile_is_applied_before_checking(ralph: Ralph, tmp_path: Path) -> None:
     assert ralph("validate", "valid.yaml").code == 0

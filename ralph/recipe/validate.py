@@ -70,6 +70,8 @@ def validate_paths(
 
 def load_recipe(path: Path, profile: str | None = None, sets: Sequence[str] = ()) -> Recipe:
     """The model of one recipe, or RecipeError with every problem found."""
+    if not path.exists():  # named on the command line: a usage error, as `validate` has it
+        raise UsageError(f"{path}: no such file or directory")
     report = check_file(path, profile, sets)
     if report.recipe is None:
         raise RecipeError(report.problems)
