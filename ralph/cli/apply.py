@@ -72,10 +72,15 @@ def apply(
         Path | None, typer.Option("--log-file", help="Write logs here instead of stderr.")
     ] = None,
     summary_file: Annotated[
-        Path | None, typer.Option("--summary-file", help="Write the run summary as JSON here.")
+        Path | None,
+        typer.Option(
+            "--summary-file",
+            help="Write the run summary here: JSON, or Prometheus text for a .prom file.",
+        ),
     ] = None,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar; only warnings on stderr.")
+        bool,
+        typer.Option("--quiet", "-q", help="No progress bar; only warnings and errors on stderr."),
     ] = False,
     allow_insecure_key_file: InsecureKeyFileOption = False,
     skip_health: Annotated[
