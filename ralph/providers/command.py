@@ -12,14 +12,18 @@ import contextlib
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
 from ralph.recipe.model import Agent
 from ralph.secrets import redact
 
 _GRACE_S = 2.0
+_PIPES_GRACE_S = 1.0  # after the child exits, for the rest of its output
+_EXIT_POLL_S = 0.01
 _PROBE_TIMEOUT_S = 30.0
 _CHUNK = 65_536
 _STDERR_KEPT = 65_536  # the message quotes one line of stderr; this is far more than a line
@@ -134,20 +138,44 @@ async def _converse(
     process: asyncio.subprocess.Process, stdin: bytes, max_output: int
 ) -> tuple[bytes, bytes]:
     """Stdout and the tail of stderr, with stdin fed all the while: a big prompt must not wait
-    on a full stdout pipe, and neither stream may fill memory before its size is checked."""
+    on a full stdout pipe, and neither stream may fill memory before its size is checked.
+
+    The answer is complete when the child exits and its pipes close. Something it left behind
+    may hold them open (`cmd &`, or a daemon in a session of its own): after a grace, it is
+    killed if it is in the child's group, and the answer is what the child printed."""
     assert process.stdin and process.stdout and process.stderr
+    out, err = bytearray(), _Tail(_STDERR_KEPT)
+    finished = asyncio.create_task(process.wait())  # asked while it runs: exit and pipes closed
     feeding = asyncio.create_task(_feed(process.stdin, stdin))
-    tail = asyncio.create_task(_tail(process.stderr, _STDERR_KEPT))
+    reading = asyncio.create_task(_read_at_most(process.stdout, max_output, out))
+    tailing = asyncio.create_task(err.read(process.stderr))
+    tasks = (feeding, reading, tailing, finished)
     try:
-        out = await _read_at_most(process.stdout, max_output)
-        await feeding
-        err = await tail
-        await process.wait()
+        await _exit(process, reading)
+        await asyncio.wait((reading, tailing), timeout=_PIPES_GRACE_S)
+        if reading.done() and tailing.done():
+            await asyncio.wait((finished,), timeout=_PIPES_GRACE_S)  # at once, as a rule
+        else:
+            _signal_group(process.pid, signal.SIGKILL)
+            await _abandon(process, finished)
+        if reading.done():
+            reading.result()  # an answer too long
     finally:
-        feeding.cancel()
-        tail.cancel()
-        await asyncio.gather(feeding, tail, return_exceptions=True)
-    return out, err
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return bytes(out), err.lines()
+
+
+async def _exit(process: asyncio.subprocess.Process, reading: asyncio.Task[None]) -> None:
+    """Until the child exits (its return code is known then, though process.wait() would not
+    return while anything holds its pipes); an answer found too long ends it at once."""
+    while process.returncode is None:
+        if reading.done():
+            reading.result()
+            await asyncio.sleep(_EXIT_POLL_S)
+        else:
+            await asyncio.wait((reading,), timeout=_EXIT_POLL_S)
 
 
 async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
@@ -160,48 +188,73 @@ async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
         pipe.close()
 
 
-async def _read_at_most(stream: asyncio.StreamReader, limit: int) -> bytes:
-    """Everything up to end of file, or AttemptError as soon as more than `limit` bytes came."""
-    out = bytearray()
+async def _read_at_most(stream: asyncio.StreamReader, limit: int, out: bytearray) -> None:
+    """Everything up to end of file into `out`, or AttemptError as soon as more than `limit`
+    bytes came."""
     while chunk := await stream.read(_CHUNK):
         out += chunk
         if len(out) > limit:
             raise AttemptError("invalid_response", f"command printed more than {limit} bytes")
-    return bytes(out)
 
 
-async def _tail(stream: asyncio.StreamReader, keep: int) -> bytes:
-    """The whole lines among the last `keep` bytes of `stream`, read to end of file."""
-    tail = bytearray()
-    dropped = False
-    while chunk := await stream.read(_CHUNK):
-        tail += chunk
-        if len(tail) > keep:
-            del tail[:-keep]
-            dropped = True
-    if not dropped:
-        return bytes(tail)
-    # a cut line may be a cut secret, which redact() would no longer recognise
-    start = tail.find(b"\n")
-    return bytes(tail[start + 1 :]) if start >= 0 else b""
+class _Tail:
+    """The last `keep` bytes of a stream, as whole lines."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.tail = bytearray()
+        self.dropped = False
+
+    async def read(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(_CHUNK):
+            self.tail += chunk
+            if len(self.tail) > self.keep:
+                del self.tail[: -self.keep]
+                self.dropped = True
+
+    def lines(self) -> bytes:
+        if not self.dropped:
+            return bytes(self.tail)
+        # a cut line may be a cut secret, which redact() would no longer recognise
+        start = self.tail.find(b"\n")
+        return bytes(self.tail[start + 1 :]) if start >= 0 else b""
 
 
 async def kill_group(process: asyncio.subprocess.Process) -> None:
     """SIGTERM the child's whole group, then SIGKILL whatever is left once the child is gone
-    or the grace is over."""
-    # process.wait() does not return while a pipe is open, and one nobody reads stays open
+    or the grace is over. The group is signalled even when the child has exited: what it
+    started can outlive it. Only the child is waited for, and not for its pipes, which
+    something outside the group may hold."""
+    # read to their end: pipes nobody reads stay full, and their writers blocked
     draining = asyncio.create_task(_discard_pipes(process))
     try:
-        # The group is signalled even when the child has exited: what it started can outlive
-        # it, holding its pipes. Only the child can be waited for, the rest not being ours.
         _signal_group(process.pid, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), _GRACE_S)
+        await _exited_within(process, _GRACE_S)
         _signal_group(process.pid, signal.SIGKILL)
-        await process.wait()
-        await draining
+        await _exited_within(process, _GRACE_S)  # killed: gone at once, unless stuck in the kernel
+        await asyncio.wait((draining,), timeout=_PIPES_GRACE_S)
+        if not draining.done():
+            await _abandon(process, draining)
     finally:
         draining.cancel()
+        await asyncio.gather(draining, return_exceptions=True)
+
+
+async def _exited_within(process: asyncio.subprocess.Process, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while process.returncode is None and time.monotonic() < deadline:
+        await asyncio.sleep(_EXIT_POLL_S)
+
+
+async def _abandon(process: asyncio.subprocess.Process, closed: asyncio.Task[Any]) -> None:
+    """Close our ends of the child's pipes, which something beyond the group's reach (a
+    daemon in a session of its own) holds open: the transport, and whatever waits for it,
+    would otherwise wait for that to end. asyncio has no public way to do it. `closed` ends
+    once they are."""
+    transport = getattr(process, "_transport", None)
+    if transport is not None:
+        transport.close()
+    await asyncio.wait((closed,), timeout=_PIPES_GRACE_S)
 
 
 async def _discard_pipes(process: asyncio.subprocess.Process) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -169,6 +171,52 @@ def test_timeout_kills_the_group_after_the_agent_itself_exited(
     assert "did not finish within 0.5s" in result.out
     child = int((tmp_path / "child.pid").read_text())
     assert gone(child), "the agent's child process outlived the timeout"
+
+
+def test_an_agent_that_exits_leaving_a_child_on_its_output_has_answered(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    """Its answer is taken a moment after it exits, and the child (in its group) is killed;
+    before, the attempt waited for the child, and failed as a timeout."""
+    recipe = single_attempt(command_recipe(tmp_path, LEAVES_A_CHILD, extra="timeout: 20s"))
+    started = time.monotonic()
+    assert apply(ralph, recipe, tmp_path).code == 0
+    assert time.monotonic() - started < 10
+    assert [r["answer"] for r in records(tmp_path)] == ["done, but my child still holds stdout\n"]
+    assert gone(int((tmp_path / "child.pid").read_text()))
+
+
+ESCAPES = """
+import os, subprocess, sys, time
+sys.stdin.read()
+daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                          start_new_session=True)
+open("daemon.pid", "w").write(str(daemon.pid))
+print("answered")
+sys.stdout.flush()
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)
+"""
+
+
+def test_a_daemon_beyond_the_group_holding_the_output_delays_nothing(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A process in a session of its own cannot be killed with the group: its hold on the
+    pipes is let go of, whether the agent exited (answered) or timed out (failed)."""
+    for lingers, timeout, code, outcome in [("0", "5s", 0, "answered\n"), ("30", "1s", 3, None)]:
+        recipe = single_attempt(command_recipe(tmp_path, ESCAPES, extra=f"timeout: {timeout}"))
+        recipe.write_text(recipe.read_text().replace("agent.py]", f"agent.py, '{lingers}']"))
+        started = time.monotonic()
+        try:
+            result = apply(ralph, recipe, tmp_path)
+        finally:
+            os.kill(int((tmp_path / "daemon.pid").read_text()), signal.SIGKILL)
+        assert result.code == code, result.out
+        assert time.monotonic() - started < 10, "the run waited for the daemon"
+        if outcome is None:
+            assert "did not finish within 1s" in result.out
+        else:
+            assert [r["answer"] for r in records(tmp_path)] == [outcome]
 
 
 PRINTS_FOREVER = """
