@@ -38,7 +38,7 @@ class AnthropicProvider(HttpProvider):
             blocks = data["content"]
             text = "".join(b["text"] for b in blocks if b.get("type") == "text")
         except (KeyError, TypeError, AttributeError):
-            raise invalid("content text blocks") from None
+            raise invalid("content text blocks", data) from None
         usage = data.get("usage")
         return Response(
             text, token_count(usage, "input_tokens"), token_count(usage, "output_tokens")

@@ -35,7 +35,7 @@ async def send(
         async with session.request(
             method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
         ) as resp:
-            raw = await resp.read()
+            raw = await _body(resp)
             if resp.status >= 300:
                 raise _status_error(resp.status, resp.headers, raw)
     except TimeoutError:
@@ -48,6 +48,28 @@ async def send(
         return loads(raw)
     except JSONDecodeError as exc:  # orjson's message says where, never what
         raise AttemptError("invalid_response", f"the answer is not valid JSON ({exc})") from None
+
+
+MAX_ANSWER_BYTES = 32 * 2**20
+"""The largest body read from an API: far more than any answer, so that a server gone wrong
+(or a proxy serving a file) cannot fill memory."""
+
+
+async def _body(resp: aiohttp.ClientResponse) -> bytes:
+    too_large = AttemptError(
+        "invalid_response", f"the answer is larger than {MAX_ANSWER_BYTES // 2**20} MB"
+    )
+    length = resp.content_length
+    if length is not None:  # the common case: read in one go
+        if length > MAX_ANSWER_BYTES:
+            raise too_large
+        return await resp.read()
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(2**16):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise too_large
+    return bytes(body)
 
 
 def endpoint(base_url: str | None, path: str) -> URL:
@@ -105,6 +127,10 @@ def _api_message(raw: bytes) -> str | None:
         data = loads(raw)
     except JSONDecodeError:
         return None
+    return _message_in(data)
+
+
+def _message_in(data: Any) -> str | None:
     if not isinstance(data, dict):
         return None
     error = data.get("error")
@@ -124,8 +150,11 @@ def token_count(usage: Any, name: str) -> int:
     return int(value)
 
 
-def invalid(what: str) -> AttemptError:
-    return AttemptError("invalid_response", f"the answer has no {what}")
+def invalid(what: str, data: Any) -> AttemptError:
+    """The answer (`data`) lacks `what`; a server that put an error in a 200 says why."""
+    said = _message_in(data)
+    because = f" (the API says: {said})" if said else ""
+    return AttemptError("invalid_response", f"the answer has no {what}{because}")
 
 
 async def probe_models(

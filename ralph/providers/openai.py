@@ -29,13 +29,13 @@ class OpenAIProvider(HttpProvider):
             message = data["choices"][0]["message"]
             text = message["content"]
         except (KeyError, IndexError, TypeError):
-            raise invalid("choices[0].message.content") from None
+            raise invalid("choices[0].message.content", data) from None
         refusal = message.get("refusal") if isinstance(message, dict) else None
         if text is None and isinstance(refusal, str) and refusal:
             # the model declined: its words say why, and asking again rarely helps
             raise AttemptError("fatal", f"the model refused: {redact(refusal)[:500]}")
         if not isinstance(text, str):
-            raise invalid("text content")
+            raise invalid("text content", data)
         usage = data.get("usage")
         return Response(
             text, token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")

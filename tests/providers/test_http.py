@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from ralph.keys import KeySource, Secret
+from ralph.providers import http
 from ralph.providers.anthropic import AnthropicProvider
 from ralph.providers.base import AttemptError, Provider, Request, Response
 from ralph.providers.http import endpoint, send
@@ -346,14 +347,24 @@ def test_a_redirect_is_not_followed_so_the_key_stays_home(kind: str) -> None:
 # -- odd but real-world answers, from a tiny server of our own ----------------------------------
 
 
-def serve_bodies(kind: str, body: Any, status: int = 200) -> Response | AttemptError:
+def serve_bodies(
+    kind: str, body: Any, status: int = 200, *, chunked: bool = False
+) -> Response | AttemptError:
     """Complete one request against a server that answers `body` with `status`: JSON-encoded,
-    or sent as it is when it is bytes."""
+    or sent as it is when it is bytes; `chunked`, without a Content-Length."""
     path = "/v1/chat/completions" if kind == "openai" else "/v1/messages"
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
 
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=raw, status=status, content_type="application/json")
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if not chunked:
+            return web.Response(body=raw, status=status, content_type="application/json")
+        response = web.StreamResponse(status=status)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(raw), 2**16):
+            await response.write(raw[start : start + 2**16])
+        await response.write_eof()
+        return response
 
     async def main() -> Response | AttemptError:
         app = web.Application()
@@ -427,6 +438,28 @@ def test_shapes_without_an_answer_are_invalid_responses(kind: str, body: Any) ->
     result = serve_bodies(kind, body)
     assert isinstance(result, AttemptError)
     assert result.kind == "invalid_response"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("status", [200, 500])
+def test_an_answer_past_the_size_limit_is_refused_not_read_whole(
+    monkeypatch: pytest.MonkeyPatch, chunked: bool, status: int
+) -> None:
+    monkeypatch.setattr(http, "MAX_ANSWER_BYTES", 2**20)
+    text = "x" * (2**20 + 1)
+    body = {"choices": [{"message": {"content": text}}]}
+    result = serve_bodies("openai", body, status, chunked=chunked)
+    assert isinstance(result, AttemptError)
+    assert (result.kind, str(result)) == ("invalid_response", "the answer is larger than 1 MB")
+    fits = {"choices": [{"message": {"content": "x" * 2**19}}]}
+    assert serve_bodies("openai", fits, chunked=chunked) == Response("x" * 2**19, 0, 0)
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_an_error_inside_a_200_is_shown(kind: str) -> None:
+    result = serve_bodies(kind, {"error": {"message": f"upstream overloaded, key {KEY}"}})
+    assert isinstance(result, AttemptError) and result.kind == "invalid_response"
+    assert str(result).endswith("(the API says: upstream overloaded, key [REDACTED:openai])")
 
 
 def test_an_html_error_page_falls_back_to_the_status() -> None:
