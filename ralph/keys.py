@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -10,6 +12,7 @@ import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ralph.errors import ConfigError
 from ralph.recipe.model import Agent
@@ -181,22 +184,41 @@ def _run_bounded(argv: list[str], timeout_s: float) -> subprocess.CompletedProce
 
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
-    """Ctrl-C raises KeyboardInterrupt while a key command runs. Keys are read inside the
-    run's event loop, whose own handler only takes note of a Ctrl-C for when the loop runs
-    again: after the command, up to 30 s later. (Signals reach the main thread only; and a
-    Ctrl-C that the process was started to ignore stays ignored.)"""
+    """Ctrl-C (and SIGTERM, which ralph takes as one) raise KeyboardInterrupt while a key
+    command runs before the run has started: the event loop of the health checks would only
+    take note of a Ctrl-C for when the loop runs again, after the command, up to 30 s later.
+    Once the run has its own handler, a Ctrl-C stays the run's, which ends it the way it ends
+    any run, summary and all. (Signals reach the main thread only; and a Ctrl-C the process
+    was started to ignore stays ignored.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous in (signal.SIG_IGN, None):
+    if not _pythons(signal.getsignal(signal.SIGINT)):
         yield
         return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    handlers: dict[signal.Signals, Any] = {signal.SIGINT: signal.default_int_handler}
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        handlers[signal.SIGTERM] = _interrupt
+    previous = {signum: signal.getsignal(signum) for signum in handlers}
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _pythons(handler: object) -> bool:
+    """Python's own Ctrl-C handler, or the one asyncio.run puts in its place."""
+    if handler is signal.default_int_handler:
+        return True
+    owner = getattr(getattr(handler, "func", None), "__self__", None)
+    return isinstance(handler, functools.partial) and isinstance(owner, asyncio.Runner)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_key_command(agent: Agent) -> str:

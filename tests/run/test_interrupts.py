@@ -3,6 +3,7 @@ nothing paid for twice."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ralph.testing import FakeLLMServer
-from tests.conftest import Result, apply_args, gone, start_apply, write_recipe
+from tests.conftest import TEST_KEY, Result, apply_args, gone, start_apply, write_recipe
 
 CHAT = "/v1/chat/completions"
 ITEMS = 40
@@ -202,9 +203,10 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_takes_the_agents_along(tmp_path:
     assert gone(int((tmp_path / "started").read_text())), "the agent outlived ralph"
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("health", [True, False])
 def test_ctrl_c_while_a_key_command_runs_stops_it_and_exits_at_once(
-    tmp_path: Path, health: bool
+    tmp_path: Path, health: bool, stop: signal.Signals
 ) -> None:
     """Keys are read inside the run's event loop, which used to take note of the Ctrl-C only
     when the key command had ended, up to 30 s later."""
@@ -229,10 +231,59 @@ def test_ctrl_c_while_a_key_command_runs_stops_it_and_exits_at_once(
     while not started.exists() or not started.read_text().strip():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     try:
         process.communicate(timeout=10)  # not the 30 s the key command may take
     finally:
         process.kill()
     assert process.returncode == 130
     assert gone(int(started.read_text())), "the key command outlived the run"
+
+
+ROTATES_SLOWLY = """
+import pathlib, sys, time
+calls = pathlib.Path("{calls}")
+calls.write_text(calls.read_text() + "x" if calls.exists() else "x")
+if len(calls.read_text()) == 1:
+    print("sk-revoked-0000000000000000")
+else:
+    time.sleep(3)
+    print("{key}")
+"""
+
+
+def test_ctrl_c_while_a_key_is_read_again_after_a_401_still_ends_with_the_summary(
+    server: FakeLLMServer, tmp_path: Path
+) -> None:
+    """The key read again mid-run holds the run up (it runs on the event loop), but a Ctrl-C
+    then is still the run's: it ends as any interrupted run does, its summary written."""
+    calls = tmp_path / "calls"
+    (tmp_path / "key.py").write_text(ROTATES_SLOWLY.format(key=TEST_KEY, calls=calls))
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: rotates
+        agents:
+          writer:
+            provider: openai
+            base_url: {server.base_url}
+            model: m
+            api_key_command: [{sys.executable}, {tmp_path / "key.py"}]
+        tasks:
+          - {{name: t, agent: writer, prompt: hi}}
+        """,
+    )
+    summary = tmp_path / "run.json"
+    process = start_apply(recipe, tmp_path / "out", "--skip-health", "--summary-file", str(summary))
+    deadline = time.monotonic() + 20
+    while not calls.exists() or len(calls.read_text()) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    try:
+        process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert json.loads(summary.read_text())["status"] == "interrupted"
