@@ -84,6 +84,7 @@ class TaskRun:
         )
         self.write_error: OutputError | None = None
         self._asking: dict[str, asyncio.Event] = {}  # by key: the requests on their way
+        self._failed: set[str] = set()  # keys asked for in vain: the same items ask again
         self.log = engine.logger
         self.attempts = Attempts(engine, task.name, self.filter_answer)
 
@@ -158,15 +159,9 @@ class TaskRun:
             self.stats.prompts[prepared.key] = short_key(primary)
         if self._from_cache(prepared, requests, keys):
             return
-        shared = keys[0]
-        if shared is not None:
-            # an item that asks what another is asking now waits for that answer, a hit
-            # once it comes: the same prompt twice in a task is paid for once
-            while (asking := self._asking.get(shared)) is not None:
-                await asking.wait()
-                if self._from_cache(prepared, requests, keys):
-                    return
-            self._asking[shared] = asyncio.Event()
+        answered, leads = await self._join(prepared, requests, keys)
+        if answered:
+            return
         try:
             outcome = await self.ask(prepared, requests, keys)
             if isinstance(outcome, tuple):
@@ -177,9 +172,33 @@ class TaskRun:
                 self.fail(index, item, outcome)
             else:
                 self.not_started(index)
+            if leads is not None and not isinstance(outcome, tuple):
+                self._failed.add(leads)
         finally:
-            if shared is not None:
-                self._asking.pop(shared).set()
+            if leads is not None:
+                self._asking.pop(leads).set()
+
+    async def _join(
+        self,
+        prepared: Prepared,
+        requests: list[tuple[AgentRuntime, Request]],
+        keys: list[str | None],
+    ) -> tuple[bool, str | None]:
+        """An item that asks what another is asking now waits for that answer, a hit once it
+        comes: the same prompt twice in a task is paid for once. Whether it was answered so;
+        else the key it asks for itself, with the others waiting on it (None: not waited on).
+        Once a key's request failed, its items ask for themselves, side by side."""
+        shared = keys[0]
+        if shared is None or shared in self._failed:
+            return False, None
+        while (asking := self._asking.get(shared)) is not None:
+            await asking.wait()
+            if self._from_cache(prepared, requests, keys):
+                return True, None
+            if shared in self._failed:
+                return False, None
+        self._asking[shared] = asyncio.Event()
+        return False, shared
 
     async def ask(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import sys
@@ -10,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from ralph.testing import FakeLLMServer, Fault
 from tests.conftest import TEST_KEY, Result, apply_args, start_apply, write_recipe
-from tests.run.apply_helpers import CHAT, MESSAGES, apply, lines, recipe_text, sent_to
+from tests.run.apply_helpers import CHAT, MESSAGES, apply, lines, recipe_text, sent_to, serving
 
 
 def test_openai_items_answered_in_item_order(
@@ -464,3 +466,27 @@ def test_no_cache_asks_for_every_item_even_the_same_prompt(
     text = recipe_text(server.base_url, for_each="[{id: a, text: same}, {id: b, text: same}]")
     assert apply(ralph, write_recipe(tmp_path, text), tmp_path, "--no-cache").code == 0
     assert len(sent_to(server, CHAT)) == 2
+
+
+def test_items_of_a_prompt_that_failed_ask_side_by_side_not_one_after_another(
+    ralph: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    in_flight, most = 0, 0
+
+    async def overloaded(request: web.Request) -> web.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.2)
+        in_flight -= 1
+        return web.json_response({"error": {"message": "overloaded"}}, status=503)
+
+    with serving(overloaded) as base_url:
+        items = ", ".join(f"{{id: i{n}, text: same}}" for n in range(4))
+        text = recipe_text(base_url, for_each=f"[{items}]", agent_extra="concurrency: 4")
+        text = text.replace("attempts: 3", "attempts: 1")
+        result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == 3, result.out
+    assert "4 x HTTP 503: overloaded" in result.out
+    assert most == 3  # the first alone, then the three that had waited on it, together
