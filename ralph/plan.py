@@ -271,9 +271,10 @@ def _task_plan(
         answer = _cached_answer(cache, [k for k, _ in requests], task) if use_cache else None
         duplicate = False
         if use_cache and answer is None and sources.asked is not None:
-            asked = hash(requests[0][0])  # not the key: a million of them are 100 MB
-            duplicate = asked in sources.asked
-            sources.asked.add(asked)
+            # as the run looks it up: under every agent of the chain (not the key itself in
+            # the set: a million keys are 100 MB)
+            duplicate = any(hash(key) in sources.asked for key, _ in requests)
+            sources.asked.add(hash(requests[0][0]))
         left, worst = 1, worst_input_tokens(prepared.request(agent))
         if loops is not None:
             answer, left = loops.saved(index, item, key)

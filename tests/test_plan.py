@@ -536,3 +536,27 @@ def test_the_same_prompt_twice_is_planned_as_the_run_pays_for_it_once(
     args = apply_args(recipe, tmp_path / "out", "--skip-health", "--summary-file", str(summary))
     assert ralph(*args).code == 0
     assert json.loads(summary.read_text())["totals"]["requests"] == 4
+
+
+def test_an_earlier_answer_under_a_fallbacks_key_is_planned_as_the_run_finds_it(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: chain
+        agents:
+          cheap: {provider: echo, params: {max_tokens: 10}}
+          smart: {provider: echo, params: {max_tokens: 20}, fallback: cheap}
+        tasks:
+          - {name: a, agent: cheap, for_each: [x, y], prompt: "Say {{ item }}"}
+          - {name: b, agent: smart, for_each: [x, y], prompt: "Say {{ item }}"}
+        """,
+    )
+    planned = json.loads(ralph("plan", str(recipe), "-f", "json").out)
+    assert [(t["requests"], t["cached"]) for t in planned["tasks"]] == [(2, 0), (0, 2)]
+    summary = tmp_path / "run.json"
+    args = apply_args(recipe, tmp_path / "out", "--skip-health", "--summary-file", str(summary))
+    assert ralph(*args).code == 0
+    assert json.loads(summary.read_text())["totals"]["requests"] == 2
