@@ -126,6 +126,8 @@ def _vars_read(data: dict[str, Any], base_dir: Path) -> set[str] | None:
     tasks = data.get("tasks")
     for task in tasks if isinstance(tasks, list) else []:
         sources = [task.get(key) for key in ("system", "prompt", "output")]
+        if isinstance(task.get("prompt_file"), str) and task.get("loop") is not None:
+            return None  # read again each iteration, as the agent may have rewritten it
         if isinstance(task.get("prompt_file"), str):
             try:
                 sources.append(read_capped(base_dir / task["prompt_file"], 2**24).decode())

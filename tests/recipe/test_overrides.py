@@ -356,3 +356,14 @@ def test_a_set_var_a_template_reads_needs_no_declaration(
         f"tasks: [{{name: t, agent: local, {source}}}]\n"
     )
     assert load_recipe(path, sets=["extra=1"]).vars["extra"] == 1
+
+
+def test_a_loop_prompt_file_may_come_to_read_a_set_var(tmp_path: Path) -> None:
+    """The agent may rewrite its prompt file as the loop goes: what it reads is not known."""
+    (tmp_path / "PROMPT.md").write_text("Work on the parser.")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        "version: 1\nname: loop\nagents: {local: {provider: echo}}\n"
+        "tasks: [{name: t, agent: local, prompt_file: PROMPT.md, loop: {until: DONE}}]\n"
+    )
+    assert load_recipe(path, sets=["focus=lexer"]).vars["focus"] == "lexer"
