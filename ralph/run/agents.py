@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 from ralph.providers.base import Provider
@@ -22,10 +23,29 @@ class AgentRuntime:
         self._tokens = Pacer(rate.tokens_per_minute) if rate.tokens_per_minute else None
         self.paced = self._requests is not None or self._tokens is not None
         self.exhausted: str | None = None
+        # set once this agent may send nothing more (it is exhausted, the run stopped): ends
+        # the waits for a pace slot, which may be a minute long
+        self.halted = asyncio.Event()
         self.worst_output = worst_output_tokens(agent)
         self.reserved_output = reserved_output_tokens(agent)
 
+    def exhaust(self, reason: str) -> None:
+        self.exhausted = reason
+        self.halted.set()
+
     async def pace(self, tokens: int) -> None:
+        """Wait for this request's slot, or until the agent is halted (then, having taken no
+        slot, it must not send)."""
+        pacing = asyncio.ensure_future(self._pace(tokens))
+        halted = asyncio.ensure_future(self.halted.wait())
+        try:
+            await asyncio.wait((pacing, halted), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (pacing, halted):
+                waiting.cancel()
+            await asyncio.gather(pacing, halted, return_exceptions=True)
+
+    async def _pace(self, tokens: int) -> None:
         if self._requests is not None:
             await self._requests.acquire()
         if self._tokens is not None:

@@ -129,7 +129,7 @@ class Attempts:
         # a 503's Retry-After as much as a 429's: waiting longer than allowed will not help
         max_wait = engine.recipe.limits.max_retry_wait_s
         if error.quota_exhausted or (error.retry_after_s or 0) > max_wait:
-            rt.exhausted = (
+            rt.exhaust(
                 str(error)
                 if error.quota_exhausted
                 else f"Retry-After {error.retry_after_s:g}s exceeds max_retry_wait"

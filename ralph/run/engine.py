@@ -106,6 +106,8 @@ class Engine:
             self.stopping = True
             self.stats.stopped_by = limit
             event(self.logger, logging.WARNING, "run_stopped", status=limit)
+            for runtime in self.runtimes.values():
+                runtime.halted.set()
 
     def progress_advance(self, task: str, outcome: str) -> None:
         if self.progress is not None:

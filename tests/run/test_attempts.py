@@ -217,3 +217,34 @@ def test_requests_in_flight_at_ctrl_c_are_counted_and_logged(
     assert totals["requests"] == server.counts[CHAT] == 4
     statuses = [e["status"] for e in lines(log) if e["event"] == "attempt"]
     assert statuses == ["interrupted"] * 4
+
+
+@pytest.mark.parametrize(
+    ("fault", "limits", "code"),
+    [
+        (None, "max_runtime: 2s", 4),  # the run stops while the others wait for their slots
+        (Fault("rate_limit", insufficient_quota=True, retry_after=None), "", 0),  # exhausted
+    ],
+)
+def test_items_waiting_for_a_pace_slot_stop_waiting_when_the_agent_can_send_no_more(
+    ralph: Callable[..., Result],
+    server: FakeLLMServer,
+    tmp_path: Path,
+    fault: Fault | None,
+    limits: str,
+    code: int,
+) -> None:
+    """At 2 requests a minute the second slot is 30 s away: neither a stop nor an exhausted
+    agent (whose items go to the fallback) may wait for it."""
+    if fault is not None:
+        server.inject(fault)
+    agent = (
+        "concurrency: 3\n            rate_limit: {requests_per_minute: 2}\n"
+        "            fallback: backup\n          backup: {provider: echo}"
+    )
+    text = recipe_text(server.base_url, items=3, agent_extra=agent, limits=limits)
+    started = time.monotonic()
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path)
+    assert result.code == code, result.out + result.err
+    assert time.monotonic() - started < 15
+    assert server.counts[CHAT] == 1
