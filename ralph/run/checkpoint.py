@@ -81,9 +81,9 @@ class LoopState:
             return cls()  # edited by hand into something no loop saves
         return cls(**known)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, out_dir: Path) -> None:
         data: dict[str, Any] = {"version": STATE_VERSION, **asdict(self)}
-        write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+        write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n", within=out_dir)
 
     def context(self, iteration: int, history: int, limit_bytes: int) -> LoopContext:
         """The template variables of `iteration`: `previous` and the last `history` answers,

@@ -191,7 +191,9 @@ class ItemLoop:
                 self.state.reason = str(exc)
                 self.task_run.security_event(exc, self.key)
                 return "error"
-            write_atomic(self._archive(number, "prompt"), prepared.prompt)
+            write_atomic(
+                self._archive(number, "prompt"), prepared.prompt, within=self.shared.out_dir
+            )
             outcome = await self.task_run.ask(prepared)
             if not isinstance(outcome, tuple | str):
                 return None
@@ -230,7 +232,7 @@ class ItemLoop:
         state.consecutive_failures = 0
         state.agent, state.output = rt.agent.name, prepared.output
         self.final, self.answer = prepared, text
-        write_atomic(self._archive(number, "answer"), text)
+        write_atomic(self._archive(number, "answer"), text, within=self.shared.out_dir)
         state.remember(text, max(loop.history, loop.stall_window))
         # saved before the verdict: a check that is cut off (Ctrl-C in a long test run) must
         # not lose an answer that was paid for; the next run judges it first
@@ -405,7 +407,7 @@ class ItemLoop:
 
     def _save(self) -> None:
         self.state.elapsed_s = self._elapsed_s()
-        self.state.save(self.state_path)
+        self.state.save(self.state_path, self.shared.out_dir)
 
     def _elapsed_s(self) -> float:
         return self.spent_before_s + time.monotonic() - self.started

@@ -20,6 +20,14 @@ class OutputPathError(ValueError):
     """A rendered output path would land outside the output directory."""
 
 
+def _check_inside(path: Path, root: Path) -> None:
+    """PermissionError unless `path`'s folder, links followed, lies within `root`."""
+    if not path.parent.resolve().is_relative_to(root.resolve()):
+        raise PermissionError(
+            errno.EACCES, "a link on the way leads out of the output folder", str(path)
+        )
+
+
 def safe_output_path(out_dir: Path, rendered: str) -> Path:
     """`rendered` resolved under `out_dir`, or OutputPathError if it would leave it."""
     relative = Path(rendered.strip())
@@ -53,22 +61,30 @@ def jsonl_path(out_dir: Path, task: str, shard: Shard | None) -> Path:
 TEMP_GLOB = ".ralph-*.tmp"  # write_atomic's temp files
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, *, within: Path | None = None) -> None:
     """Write via a temp file in the same folder and rename over the target.
 
-    A symlink is written through (the file it points to is replaced, the link stays); a FIFO
-    or a device (`--summary-file /dev/stdout`) is written to as it is, since renaming over it
-    would replace the device with a file; a folder is an error that names `path`.
+    A file the user named (`--summary-file`): a symlink is written through (the file it points
+    to is replaced, the link stays); a FIFO or a device (`--summary-file /dev/stdout`) is
+    written to as it is, since renaming over it would replace the device with a file.
+
+    A file of ralph's own under the output folder `within` is never written through anything:
+    a link, FIFO or device there is replaced, and a folder on the way that leads out of
+    `within` is an error (a clone can plant links, another process swap a folder for one).
+    A folder in the file's place is an error that names `path` either way.
     """
+    if within is not None:
+        _check_inside(path, within)
     try:
         mode = path.lstat().st_mode
     except (FileNotFoundError, NotADirectoryError):
         mode = stat.S_IFREG  # a new file: the common case, one system call
     if not stat.S_ISREG(mode):
-        path = path.resolve()
-        if path.is_dir():
+        if within is None:
+            path = path.resolve()
+        if path.is_dir() and (within is None or not path.is_symlink()):
             raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
-        if path.exists() and not path.is_file():
+        if within is None and path.exists() and not path.is_file():
             with path.open("w", encoding="utf-8") as stream:
                 stream.write(text)
             return
@@ -106,7 +122,11 @@ class OrderedJsonl:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._part = path.with_name(path.name + ".part")
-        self._handle: TextIO = self._part.open("w", encoding="utf-8")
+        # a new file, whatever was there (a killed run's part, or a link planted to make
+        # this run write elsewhere); the rename at the end replaces a link too, not its target
+        self._part.unlink(missing_ok=True)
+        fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        self._handle: TextIO = os.fdopen(fd, "w", encoding="utf-8")
         self._pending: dict[int, dict[str, Any] | None] = {}
         self._expected: deque[int] = deque()
 

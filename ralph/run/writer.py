@@ -175,7 +175,7 @@ class TaskWriter:
             self._outputs.add(mark)
             self._sweep(prepared.output_path.parent)
             try:
-                write_atomic(prepared.output_path, outcome.text)
+                write_atomic(prepared.output_path, outcome.text, within=self._out_dir)
             except OSError as exc:
                 self._unwritten(outcome, f"cannot write {prepared.output}: {_os_reason(exc)}")
                 return

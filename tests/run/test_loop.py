@@ -623,3 +623,28 @@ def test_a_second_ctrl_c_kills_an_until_command_that_ignores_the_first(
         process.kill()
     assert process.returncode == 130
     assert gone(int((tmp_path / "checking").read_text())), "the check outlived ralph"
+
+
+def test_a_loops_files_are_never_written_through_links_planted_in_the_output_folder(
+    ralph: Ralph, tmp_path: Path
+) -> None:
+    """A clone can carry an output folder with links in it: state and iteration files are
+    replaced, not written through, and a linked folder that leads out is refused."""
+    case = loop_case(tmp_path, {"1": {"say": "LOOP_COMPLETE"}}, "{until: LOOP_COMPLETE}")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (case.out / "build" / "iterations").mkdir(parents=True)
+    (case.out / "build" / "state.json").symlink_to(victim)
+    (case.out / "build" / "iterations" / "0001.prompt.md").symlink_to(victim)
+    assert case.apply(ralph).code == 0
+    assert victim.read_text() == "precious"
+    assert not (case.out / "build" / "state.json").is_symlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for path in [case.out / "build", case.out / "build.jsonl"]:
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+    (case.out / "build").symlink_to(elsewhere, target_is_directory=True)
+    result = case.apply(ralph)
+    assert result.code == 1, result.out
+    assert result.err.endswith(": a link on the way leads out of the output folder\n")
+    assert list(elsewhere.iterdir()) == []

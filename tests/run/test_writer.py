@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +17,7 @@ import pytest
 from ralph.providers.base import Response
 from ralph.run.prepare import Prepared
 from ralph.run.writer import Done, TaskWriter
-from tests.conftest import Result, apply_args, write_recipe
+from tests.conftest import RALPH, Result, apply_args, write_recipe
 
 
 def recipe(tmp_path: Path, items: str, output: str | None) -> Path:
@@ -61,29 +64,69 @@ def test_a_name_too_long_for_the_file_system_is_refused_before_it_is_asked(
     assert "has a name of 256 bytes" in result.out
 
 
-def test_a_jsonl_that_cannot_be_written_stops_the_run_with_an_error(
-    ralph: Callable[..., Result], tmp_path: Path
-) -> None:
-    # the OS refuses the writes (ENOSPC), as a full disk would
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "t.jsonl.part").symlink_to("/dev/full")
+def run_with_file_limit(recipe: Path, out: Path, limit: int) -> subprocess.CompletedProcess[str]:
+    """`ralph apply` as a process whose files cannot grow past `limit` bytes: its writes then
+    fail (EFBIG) as they would on a full disk."""
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [*RALPH, *apply_args(recipe, out, "--no-cache")]
+    return subprocess.run(command, capture_output=True, text=True, preexec_fn=limited, check=False)
+
+
+def test_a_jsonl_that_cannot_be_written_stops_the_run_with_an_error(tmp_path: Path) -> None:
     path = recipe(tmp_path, json.dumps([f"item {n} " + "x" * 200 for n in range(3000)]), None)
-    result = ralph(*apply_args(path, out))
-    assert result.code == 1, result.out + result.err
-    assert "cannot write outputs under" in result.err and "No space left" in result.err
+    result = run_with_file_limit(path, tmp_path / "out", 100_000)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cannot write outputs under" in result.stderr and "File too large" in result.stderr
 
 
-def test_a_jsonl_whose_last_lines_cannot_be_written_names_it(
-    ralph: Callable[..., Result], tmp_path: Path
-) -> None:
+def test_a_jsonl_whose_last_lines_cannot_be_written_names_it(tmp_path: Path) -> None:
     # few lines: they sit in the file's buffer, and fail only when it is closed
     out = tmp_path / "out"
+    result = run_with_file_limit(recipe(tmp_path, json.dumps(["a", "b"]), None), out, 10)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.endswith(f"error: cannot write {out / 't.jsonl'}: File too large\n")
+
+
+def test_a_link_planted_where_the_jsonl_is_written_is_replaced_not_written_through(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A clone can carry an output folder with links in it: the run writes its own files."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
     out.mkdir()
-    (out / "t.jsonl.part").symlink_to("/dev/full")
-    result = ralph(*apply_args(recipe(tmp_path, json.dumps(["a", "b"]), None), out))
-    assert result.code == 1, result.out + result.err
-    assert result.err == f"error: cannot write {out / 't.jsonl'}: No space left on device\n"
+    (out / "t.jsonl.part").symlink_to(victim)
+    (out / "t.jsonl").symlink_to(victim)
+    assert ralph(*apply_args(recipe(tmp_path, json.dumps(["a"]), None), out)).code == 0
+    assert victim.read_text() == "precious"
+    assert not (out / "t.jsonl").is_symlink() and len(lines_of(out / "t.jsonl")) == 1
+
+
+def test_outputs_are_not_written_through_links_that_lead_out_of_the_folder(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.md").write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fifo.md").unlink(missing_ok=True)
+    os.mkfifo(out / "fifo.md")  # written to as it is, it would hold the run forever
+    (out / "linked.md").symlink_to(outside / "victim.md")
+    path = recipe(tmp_path, json.dumps(["fifo.md", "linked.md", "plain.md"]), "{{ item }}")
+    result = ralph(*apply_args(path, out))
+    assert (outside / "victim.md").read_text() == "precious"
+    assert (out / "fifo.md").read_text().startswith("Say fifo.md")  # the FIFO replaced
+    assert result.code == 3, result.out  # a link that leads out is refused at the start
+    assert "linked.md' leaves the output directory" in result.out
+
+
+def lines_of(path: Path) -> list[str]:
+    return path.read_text().splitlines()
 
 
 @pytest.mark.parametrize("items", [3, 3000])  # the log flushed at the end, and during the run
