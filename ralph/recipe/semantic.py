@@ -387,9 +387,27 @@ def _url_problem(url: Any) -> str | None:
         return f"is not a usable URL: {redact(str(exc))}"
     if not host:
         return "is not a usable URL: it names no host"
+    parsed = URL(url)
+    if parsed.raw_user is not None or parsed.raw_password is not None:
+        return (
+            "carries credentials (user:password@); a key comes from api_key_env, "
+            "api_key_file or api_key_command"
+        )
+    secret = next((name for name in parsed.query if _credential_param(name)), None)
+    if secret is not None:
+        return (
+            f"carries a credential in its query ('{secret}=...'); a key comes from "
+            "api_key_env, api_key_file or api_key_command"
+        )
     if any(len(label) > 63 for label in host.split(".")) or len(host) > 253:
         return "is not a usable URL: a host name label is over 63 characters (or the name over 253)"
     return None
+
+
+def _credential_param(name: str) -> bool:
+    """A query parameter that carries a credential: `api_key`, `token`, ..., and the bare `key`
+    and `sig` of Google's and Azure's signed URLs."""
+    return is_secret_field(name) or name.lower() in ("key", "sig", "signature")
 
 
 def _profile_problems(data: dict[str, Any], where: Locator) -> Iterator[Problem]:
