@@ -36,14 +36,37 @@ _LOREM_WORD_CHARS = 15  # the longest lorem ipsum word, its space and punctuatio
 
 
 def bounded_sandbox() -> type[SandboxedEnvironment]:
+    from jinja2 import nodes
+    from jinja2.compiler import CodeGenerator, Frame
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     from jinja2.utils import generate_lorem_ipsum
+
+    class BoundedCodeGenerator(CodeGenerator):
+        """`a ~ b` compiled to a join that checks its length first (Jinja's own cannot be
+        intercepted as the other operators are)."""
+
+        def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+            if frame.eval_ctx.volatile or frame.eval_ctx.autoescape:
+                super().visit_Concat(node, frame)
+                return
+            self.write("environment.bounded_join((")
+            for part in node.nodes:
+                self.visit(part, frame)
+                self.write(", ")
+            self.write("))")
 
     class BoundedSandbox(ImmutableSandboxedEnvironment):
         """The immutable sandbox, refusing to build values past the MAX_* limits above."""
 
+        code_generator_class = BoundedCodeGenerator
         # intercepted operators are also never computed while compiling
-        intercepted_binops = frozenset({"*", "**", "%"})
+        intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+        @staticmethod
+        def bounded_join(parts: Iterable[Any]) -> str:
+            texts = [str(part) for part in parts]
+            _check_length(sum(map(len, texts)), "'~'")
+            return "".join(texts)
 
         def __init__(self, **options: Any) -> None:
             super().__init__(**options)
@@ -137,6 +160,9 @@ class RenderClock:
 _MAPPING_ATTRIBUTES = {kind: frozenset(dir(kind)) for kind in (dict, MappingProxyType)}
 
 
+_SIZED = (str, list, tuple)
+
+
 def _check_binop(operator: str, left: object, right: object) -> None:
     if operator == "**" and isinstance(left, int) and isinstance(right, int):
         if right > 0 and abs(left) > 1:
@@ -149,6 +175,8 @@ def _check_binop(operator: str, left: object, right: object) -> None:
                 _check_length(len(sequence) * times, "'*'")
     elif operator == "%" and isinstance(left, str):
         _check_length(_printf_size(left, right), "'%'")
+    elif operator == "+" and isinstance(left, _SIZED) and isinstance(right, _SIZED):
+        _check_length(len(left) + len(right), "'+'")
 
 
 def _digits(number: int) -> float:
@@ -183,11 +211,19 @@ def _check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: dict[
 
 
 def _printf_size(template: str, values: object) -> int:
-    """At most how much longer than its values `template % values` is, from its widths."""
+    """At most how much longer than its own text `template % values` is: its widths and
+    its text values."""
     widths = [n for field in _PRINTF_FIELD.finditer(template) for n in field.groups() if n]
     if isinstance(values, Mapping):
-        return _widths(widths, values.values())
-    return _widths(widths, values if isinstance(values, tuple) else (values,))
+        values = tuple(values.values())
+    given = values if isinstance(values, tuple) else (values,)
+    return _widths(widths, given) + _text_length(given)
+
+
+def _text_length(values: Iterable[object]) -> int:
+    """The text among `values`: what a format or a join copies into its result (other values
+    become short text, or are bounded where they were built)."""
+    return sum(len(value) for value in values if isinstance(value, str))
 
 
 def _format_size(template: str, values: list[Any]) -> int:
@@ -200,7 +236,7 @@ def _format_size(template: str, values: list[Any]) -> int:
     mapped = [
         value for mapping in values if isinstance(mapping, Mapping) for value in mapping.values()
     ]
-    return _widths(widths, [*values, *mapped])
+    return _widths(widths, [*values, *mapped]) + _text_length([*values, *mapped])
 
 
 def _widths(widths: list[str], values: Iterable[object]) -> int:
@@ -256,8 +292,38 @@ def _lipsum_size(arguments: Mapping[str, Any]) -> int:
     return _count(arguments["n"]) * words * _LOREM_WORD_CHARS
 
 
+def _join_size(arguments: Mapping[str, Any]) -> int:
+    value, separator = arguments["value"], arguments["d"]
+    if not isinstance(value, list | tuple):
+        return 0  # an iterator is not read twice; what it yields was bounded when built
+    joints = len(separator) * max(0, len(value) - 1) if isinstance(separator, str) else 0
+    return _text_length(value) + joints
+
+
+def _replace_size(arguments: Mapping[str, Any]) -> int:
+    text, old, new = arguments["s"], arguments["old"], arguments["new"]
+    if not (isinstance(text, str) and isinstance(old, str) and isinstance(new, str)):
+        return 0
+    grows = len(new) - len(old)
+    times = (len(text) + 1 if not old else text.count(old)) if grows > 0 else 0
+    return len(text) + times * grows
+
+
+def _sum_size(arguments: Mapping[str, Any]) -> int:
+    """`sum` adds numbers: a list or text to start from would make it join them, in one long
+    call no render deadline can interrupt (`[[1]*10000]*1500 | sum(start=[])`)."""
+    if isinstance(arguments["start"], int | float):
+        return 0
+    from jinja2.exceptions import SecurityError
+
+    raise SecurityError("|sum adds numbers: its start must be a number (|join joins text)")
+
+
 # filters whose result can be far larger than their arguments, and how large it would be
 _SIZED_FILTERS: dict[str, Callable[[Mapping[str, Any]], int]] = {
+    "join": _join_size,
+    "replace": _replace_size,
+    "sum": _sum_size,
     "center": lambda arguments: _count(arguments["width"]),
     "indent": _indent_size,
     "format": _format_filter_size,

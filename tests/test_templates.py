@@ -159,6 +159,15 @@ def test_constant_expressions_past_a_limit_are_refused_not_computed(
         ("{{ '{:{w}}'.format(1, w=12000000) }}", "str.format would build 12000001"),
         ("{{ '{a:{w}}'.format_map({'a': 1, 'w': 12000000}) }}", "str.format_map would build"),
         ("{{ lipsum(10000) }}", r"lipsum\(\) would build 15000000"),
+        # what a value copies in: text doubled, joined, repeated through a format
+        ("{% set a = 'x' * 6000000 %}{{ a + a }}", "'\\+' would build 12000000"),
+        ("{% set a = ['x'] * 6000000 %}{{ a + a }}", "'\\+' would build 12000000"),
+        ("{% set a = 'x' * 6000000 %}{% set b = a ~ a %}", "'~' would build 12000000"),
+        ("{% set a = 'x' * 100000 %}{{ ([a] * 120)|join }}", "\\|join would build 12000000"),
+        ("{% set a = 'x' * 100000 %}{{ ('%s' * 120) % ((a,) * 120) }}", "'%' would build 12000000"),
+        ("{% set a = 'x' * 100000 %}{{ ('{}' * 120).format(*((a,) * 120)) }}", "str.format"),
+        ("{% set a = 'x' * 6000000 %}{{ a|replace('x', 'yy')|length }}", "\\|replace would"),
+        ("{{ ([[1] * 10] * 10)|sum(start=[]) }}", "\\|sum adds numbers"),
     ],
 )
 def test_calls_that_would_build_too_much_are_refused(source: str, refused: str) -> None:
@@ -172,9 +181,12 @@ def test_ordinary_arithmetic_formatting_and_widths_still_work() -> None:
         " {{ '%5.2f' % 3.14159 }} {{ '%(n)d%%' % {'n': 5} }}"
         " {{ '%d-%s' | format(1, 'a') }} [{{ 'x' | center(5) }}]"
         " [{{ '{:>4}'.format('a') }}] [{{ 'a'.ljust(3) }}] {{ [1, 2, 3] | batch(2, 0) | list }}"
+        " {{ 1 + 2 }} {{ 'a' + 'b' }} {{ 'a' ~ 1 ~ none }} {{ ['a', 'b'] | join(', ') }}"
+        " {{ [1, 2] | sum }} {{ 'abc' | replace('b', 'xx') }}"
     )
     assert render_text(source) == (
         "1024 0.5 ababab [0, 0] 3  3.14 5% 1-a [  x  ] [   a] [a  ] [[1, 2], [3, 0]]"
+        " 3 ab a1None a, b 3 axxc"
     )
     assert len(render_text("{{ lipsum(2, html=False) }}")) > 20
 
