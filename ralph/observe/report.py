@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from ralph.render.tables import table
+from ralph.text import printable
 
 
 def render_summary(summary: dict[str, Any], *, timings: bool = True) -> str:
     """`timings=False` leaves out wall time and latencies, which differ from run to run."""
-    name = summary.get("name") or "run"
+    name = printable(summary.get("name") or "run")
     lines = [f"{name}: {summary['status']} (exit {summary['exit_code']})"]
     if summary["profile"] or summary["overrides"]:
-        overrides = ", ".join(summary["overrides"]) or "-"
-        lines.append(f"profile: {summary['profile'] or '-'}  overrides: {overrides}")
+        overrides = printable(", ".join(summary["overrides"])) or "-"
+        lines.append(f"profile: {printable(summary['profile'] or '-')}  overrides: {overrides}")
     task_rows = [
         [name, t["items"], t["done"], t["cached"], t["failed"], t["not_started"]]
         for name, t in summary["tasks"].items()
@@ -85,7 +86,7 @@ def _retries(summary: dict[str, Any]) -> list[str]:
 
 def _failures(summary: dict[str, Any]) -> list[str]:
     lines = [
-        f"  {task}: {n} x {reason}"
+        f"  {task}: {n} x {printable(reason)}"
         for task, t in summary["tasks"].items()
         for reason, n in t["failures"].items()
     ]

@@ -200,6 +200,26 @@ def test_a_text_line_break_in_a_value_cannot_forge_another_event() -> None:
     assert "\n" not in line
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("a status=ok cost_usd=0", '"a status=ok cost_usd=0"'),  # no forged fields
+        ("a\u2028error item_failed", '"a\\u2028error item_failed"'),  # a line separator
+        ("t\x1b]0;PWNED\x07", '"t\\u001b]0;PWNED\\u0007"'),  # a terminal's escapes
+        ("a\x85b", '"a\\x85b"'),  # a C1 control
+        ('say "hi"', '"say \\"hi\\""'),
+        ("connection failed: reset", '"connection failed: reset"'),
+        ("plain-value_1.md", "plain-value_1.md"),
+        ("café", "café"),
+    ],
+)
+def test_text_values_are_quoted_as_logfmt_wherever_they_could_mislead(
+    value: str, shown: str
+) -> None:
+    line = logs.TextFormatter().event_line({"level": "info", "event": "e", "item": value})
+    assert line == f"info e item={shown}"
+
+
 def test_security_events(
     ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
 ) -> None:

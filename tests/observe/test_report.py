@@ -185,3 +185,27 @@ def test_a_summary_file_that_cannot_be_written_does_not_hide_how_the_run_ended(
     assert result.code == 1
     assert "unwritable-summary: done (exit 0)" in result.out  # the run's own outcome, shown
     assert "is a folder, not a file" in result.err
+
+
+def test_an_items_text_in_a_failure_cannot_drive_the_terminal(
+    ralph: Callable[..., Result], tmp_path: Path
+) -> None:
+    """The reason quotes the output path an item rendered: its escape sequences (clear the
+    screen, retitle the window) and line breaks are shown as escapes."""
+    items = json.dumps([{"id": "../x\x1b[2J\x1b]0;PWNED\x07\nforged: 1 x ok"}])
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        version: 1
+        name: escapes
+        agents:
+          local: {{provider: echo}}
+        tasks:
+          - {{name: t, agent: local, for_each: {items}, prompt: hi, output: "{{{{ item.id }}}}"}}
+        """,
+    )
+    result = ralph(*apply_args(recipe, tmp_path / "out"))
+    assert result.code == 3
+    assert "\x1b" not in result.out and "\x07" not in result.out
+    (failure,) = [line for line in result.out.splitlines() if line.startswith("  t: 1 x ")]
+    assert "../x\\x1b[2J\\x1b]0;PWNED\\x07\\x0aforged: 1 x ok" in failure
