@@ -4,6 +4,7 @@ answer that goes through the `redact_secrets` filter."""
 from __future__ import annotations
 
 import re
+from urllib.parse import quote, quote_plus
 
 _KINDS = {
     "anthropic": r"\bsk-ant-[A-Za-z0-9_\-]{8,}",
@@ -66,19 +67,35 @@ class _KnownSecrets:
     def __init__(self) -> None:
         self.labels: dict[str, str] = {}
         self.pattern: re.Pattern[str] | None = None
+        self.cut: list[tuple[re.Pattern[str], str]] = []  # a key's long prefixes, its label
 
     def add(self, value: str) -> None:
         if len(value) < MIN_KNOWN_LENGTH or value in self.labels:
             return
         shape = _SECRET.fullmatch(value)
-        self.labels[value] = f"[REDACTED:{shape.lastgroup if shape else 'key'}]"
+        label = f"[REDACTED:{shape.lastgroup if shape else 'key'}]"
+        # as an API may echo it: whole, URL-encoded (a query string, a Location header)
+        for form in {value, quote(value, safe=""), quote_plus(value)}:
+            self.labels[form] = label
         longest_first = sorted(self.labels, key=len, reverse=True)
         self.pattern = re.compile("|".join(re.escape(v) for v in longest_first))
+        self.cut.append((_prefixes(value), label))
 
     def mask(self, text: str) -> str:
         if self.pattern is None:
             return text
-        return self.pattern.sub(lambda match: self.labels[match.group(0)], text)
+        text = self.pattern.sub(lambda match: self.labels[match.group(0)], text)
+        for prefixes, label in self.cut:  # a message cut short inside the key
+            text = prefixes.sub(label, text)
+        return text
+
+
+def _prefixes(key: str) -> re.Pattern[str]:
+    """Any prefix of `key` of at least half of it (and 12 characters): what an API that
+    shortens what it echoes shows of a key."""
+    shortest = min(len(key), max(12, len(key) // 2))
+    rest = "".join(f"(?:{re.escape(c)}" for c in key[shortest:]) + ")?" * (len(key) - shortest)
+    return re.compile(re.escape(key[:shortest]) + rest)
 
 
 MIN_KNOWN_LENGTH = 8  # a shorter "key" would mask ordinary words in messages
