@@ -116,6 +116,12 @@ def _agent_problems(agents: dict[str, Any], where: Locator) -> Iterator[Problem]
             yield where.problem((*path, "command"), "must not be blank: it would run nothing")
         if (problem := _url_problem(agent.get("base_url"))) is not None:
             yield where.problem((*path, "base_url"), problem)
+        if _looks_like_a_key(agent.get("api_key_env")):
+            yield where.problem(
+                (*path, "api_key_env"),
+                "looks like a key itself, not the name of a variable that holds one (not "
+                "shown here): export the key, e.g. as OPENAI_API_KEY, and name that variable",
+            )
         fallback = agent.get("fallback")
         if isinstance(fallback, str):
             if fallback not in agents:
@@ -402,6 +408,14 @@ def _url_problem(url: Any) -> str | None:
     if any(len(label) > 63 for label in host.split(".")) or len(host) > 253:
         return "is not a usable URL: a host name label is over 63 characters (or the name over 253)"
     return None
+
+
+def _looks_like_a_key(name: Any) -> bool:
+    """A variable name as a pasted key would be one: long, letters and digits mixed, no `_`
+    (variable names are words, OPENAI_API_KEY; keys are random)."""
+    if not isinstance(name, str) or len(name) < 20 or not name.isalnum() or not name.isascii():
+        return False  # (one that is no variable name at all fails the schema)
+    return any(c.isdigit() for c in name) and any(c.islower() for c in name)
 
 
 def _credential_param(name: str) -> bool:
