@@ -61,7 +61,7 @@ class Attempts:
             attempt += 1
             if (held := self._held_back(rt)) is not None:
                 return held
-            reservation = engine.budget.reserve(
+            reservation = await engine.budget.claim(
                 worst_input + rt.reserved_output, rt.cost(worst_input, rt.reserved_output)
             )
             if reservation is None:

@@ -106,6 +106,7 @@ class Engine:
             self.stopping = True
             self.stats.stopped_by = limit
             event(self.logger, logging.WARNING, "run_stopped", status=limit)
+            self.budget.stop(limit)  # and requests waiting for room in it with it
             for runtime in self.runtimes.values():
                 runtime.halted.set()
 

@@ -29,6 +29,7 @@ class Budget:
         self._reserved_tokens = 0
         self._reserved_cost = 0.0
         self.stopped: str | None = None
+        self._settled: asyncio.Future[None] | None = None  # done at the next settle or stop
 
     def reserve(self, tokens: int, cost_usd: float) -> Reservation | None:
         """Claim room for one request, or None (and `stopped` says which limit) when out."""
@@ -36,6 +37,26 @@ class Budget:
             self.stopped = self._exceeded(tokens, cost_usd)
         if self.stopped is not None:
             return None
+        return self._take(tokens, cost_usd)
+
+    async def claim(self, tokens: int, cost_usd: float) -> Reservation | None:
+        """`reserve`, waiting while nothing but the requests in flight stands in the way:
+        their worst cases usually settle for far less. Refusing at once stopped a run with
+        most of its budget unspent, the sooner the more requests were in flight."""
+        while self.stopped is None:
+            limit = self._exceeded(tokens, cost_usd)
+            if limit is None:
+                return self._take(tokens, cost_usd)
+            in_flight = self._reserved_tokens > 0 or self._reserved_cost > 0
+            if not (in_flight and self._exceeded(tokens, cost_usd, in_flight=False) is None):
+                self.stopped = limit
+                break
+            if self._settled is None or self._settled.done():
+                self._settled = asyncio.get_running_loop().create_future()
+            await asyncio.wait((self._settled,))  # not cancelled with a waiter that is
+        return None
+
+    def _take(self, tokens: int, cost_usd: float) -> Reservation:
         self.requests += 1
         self._reserved_tokens += tokens
         self._reserved_cost += cost_usd
@@ -47,30 +68,39 @@ class Budget:
         self._reserved_cost -= reservation.cost_usd
         self.tokens += tokens
         self.cost_usd += cost_usd
+        self._wake()
 
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation whose request was never sent."""
         self.requests -= 1
         self._reserved_tokens -= reservation.tokens
         self._reserved_cost -= reservation.cost_usd
+        self._wake()
 
     def stop(self, reason: str) -> None:
         if self.stopped is None:
             self.stopped = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
 
     def remaining_s(self) -> float | None:
         if self.limits.max_runtime_s is None:
             return None
         return self.limits.max_runtime_s - (time.monotonic() - self.started)
 
-    def _exceeded(self, tokens: int, cost_usd: float) -> str | None:
+    def _exceeded(self, tokens: int, cost_usd: float, *, in_flight: bool = True) -> str | None:
+        """The limit this request could cross, counting the requests in flight at their
+        worst (or, `in_flight=False`, only what was spent)."""
         limits = self.limits
         if limits.max_requests is not None and self.requests + 1 > limits.max_requests:
             return "max_requests"
-        committed_tokens = self.tokens + self._reserved_tokens + tokens
+        committed_tokens = self.tokens + tokens + (self._reserved_tokens if in_flight else 0)
         if limits.max_tokens is not None and committed_tokens > limits.max_tokens:
             return "max_tokens"
-        committed_cost = self.cost_usd + self._reserved_cost + cost_usd
+        committed_cost = self.cost_usd + cost_usd + (self._reserved_cost if in_flight else 0.0)
         if limits.max_cost_usd is not None and committed_cost > limits.max_cost_usd + 1e-12:
             return "max_cost_usd"
         remaining = self.remaining_s()

@@ -490,3 +490,22 @@ def test_items_of_a_prompt_that_failed_ask_side_by_side_not_one_after_another(
     assert result.code == 3, result.out
     assert "4 x HTTP 503: overloaded" in result.out
     assert most == 3  # the first alone, then the three that had waited on it, together
+
+
+def test_a_budget_is_not_given_up_for_the_worst_cases_of_requests_in_flight(
+    ralph: Callable[..., Result], server: FakeLLMServer, tmp_path: Path
+) -> None:
+    """Four requests in flight reserve more than the budget at their worst, and spend a tenth
+    of it: the others wait for them to settle, and the run does all its items."""
+    server.latency_s = 0.05
+    text = recipe_text(
+        server.base_url,
+        items=20,
+        agent_extra="concurrency: 4",
+        limits="max_cost_usd: 0.25",
+    )
+    summary = tmp_path / "run.json"
+    result = apply(ralph, write_recipe(tmp_path, text), tmp_path, "--summary-file", str(summary))
+    assert result.code == 0, result.out
+    totals = json.loads(summary.read_text())["totals"]
+    assert totals["requests"] == 20 and totals["cost_usd"] <= 0.25

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from ralph.recipe.model import Limits
-from ralph.run.limits import AdaptiveLimit, Budget, Pacer
+from ralph.run.limits import AdaptiveLimit, Budget, Pacer, Reservation
 
 # -- Budget ------------------------------------------------------------------------------------
 
@@ -417,3 +417,35 @@ def test_a_429_in_the_cooldown_still_breaks_a_run_of_successes() -> None:
         limit.on_success()
         limit.on_rate_limited()  # within the cooldown: no halving, but no run either
     assert limit.limit == 4
+
+
+def test_a_claim_waits_for_requests_in_flight_rather_than_stop_the_run() -> None:
+    async def scenario() -> tuple[bool, str | None, bool, str | None]:
+        budget = Budget(Limits(max_cost_usd=1.0))
+        first = budget.reserve(10, 0.6)
+        assert first is not None
+        waiting = asyncio.create_task(budget.claim(10, 0.6))  # fits once `first` settles
+        await asyncio.sleep(0.01)
+        assert not waiting.done() and budget.stopped is None
+        budget.settle(first, 2, 0.01)
+        second = await waiting
+        assert second is not None
+        budget.settle(second, 2, 0.01)
+        # with nothing in flight, what cannot fit stops the run at once
+        refused = await asyncio.wait_for(budget.claim(10, 0.99), 1)
+        return True, None, refused is None, budget.stopped
+
+    got, _, refused, stopped = asyncio.run(scenario())
+    assert got and refused and stopped == "max_cost_usd"
+
+
+def test_a_claim_waiting_for_room_ends_when_the_run_stops() -> None:
+    async def scenario() -> Reservation | None:
+        budget = Budget(Limits(max_tokens=100))
+        assert budget.reserve(60, 0) is not None
+        waiting = asyncio.create_task(budget.claim(60, 0))
+        await asyncio.sleep(0.01)
+        budget.stop("max_runtime")
+        return await asyncio.wait_for(waiting, 1)
+
+    assert asyncio.run(scenario()) is None
