@@ -67,7 +67,7 @@ class _KnownSecrets:
     def __init__(self) -> None:
         self.labels: dict[str, str] = {}
         self.pattern: re.Pattern[str] | None = None
-        self.cut: list[tuple[re.Pattern[str], str]] = []  # a key's long prefixes, its label
+        self.keys: dict[str, str] = {}  # each key read, and its label
 
     def add(self, value: str) -> None:
         if len(value) < MIN_KNOWN_LENGTH or value in self.labels:
@@ -79,23 +79,33 @@ class _KnownSecrets:
             self.labels[form] = label
         longest_first = sorted(self.labels, key=len, reverse=True)
         self.pattern = re.compile("|".join(re.escape(v) for v in longest_first))
-        self.cut.append((_prefixes(value), label))
+        self.keys[value] = label
 
     def mask(self, text: str) -> str:
         if self.pattern is None:
             return text
         text = self.pattern.sub(lambda match: self.labels[match.group(0)], text)
-        for prefixes, label in self.cut:  # a message cut short inside the key
-            text = prefixes.sub(label, text)
+        for key, label in self.keys.items():  # a message cut short inside the key
+            text = _mask_prefixes(text, key, label)
         return text
 
 
-def _prefixes(key: str) -> re.Pattern[str]:
-    """Any prefix of `key` of at least half of it (and 12 characters): what an API that
-    shortens what it echoes shows of a key."""
+def _mask_prefixes(text: str, key: str, label: str) -> str:
+    """Each prefix of `key` of at least half of it (and 12 characters) in `text` as `label`:
+    what an API that shortens what it echoes shows of a key. Found, then extended character by
+    character (a regex of nested optional groups recursed once a character, past a limit that
+    a 1,000-character token reaches)."""
     shortest = min(len(key), max(12, len(key) // 2))
-    rest = "".join(f"(?:{re.escape(c)}" for c in key[shortest:]) + ")?" * (len(key) - shortest)
-    return re.compile(re.escape(key[:shortest]) + rest)
+    head = key[:shortest]
+    parts: list[str] = []
+    start = 0
+    while (found := text.find(head, start)) >= 0:
+        end = found + shortest
+        while end < len(text) and end - found < len(key) and text[end] == key[end - found]:
+            end += 1
+        parts += [text[start:found], label]
+        start = end
+    return "".join(parts) + text[start:] if parts else text
 
 
 MIN_KNOWN_LENGTH = 8  # a shorter "key" would mask ordinary words in messages

@@ -35,3 +35,11 @@ def test_a_key_of_a_known_shape_keeps_its_label_in_every_form() -> None:
     shaped = "sk-proj-abcdefghijklmnopqrstuvwxyz012345"
     remember_secret(shaped)
     assert redact(f"key={shaped[:30]}") == "key=[REDACTED:openai]"
+
+
+def test_a_long_token_is_masked_whole_and_cut_short() -> None:
+    """An Azure AD token or an STS session token runs to thousands of characters."""
+    token = "eyJ0eXAiOiJKV1Qi" + "Ab3-_" * 400
+    remember_secret(token)
+    assert redact(f"bad token {token}!") == "bad token [REDACTED:key]!"
+    assert redact(f"bad token {token[:1500]}...") == "bad token [REDACTED:key]..."
