@@ -24,6 +24,7 @@ from ralph.run.retry import backoff_s, is_retryable
 
 if TYPE_CHECKING:
     from ralph.run.engine import Engine
+    from ralph.run.limits import Reservation
 
 
 class Stopped:
@@ -90,6 +91,7 @@ class Attempts:
                 if sent and response is None:
                     cut = AttemptError("interrupted", "interrupted before the answer came")
                     self._record(rt, prepared, key, attempt, started, None, cut)
+                self._give_back(reservation, sent)
                 raise
             except AttemptError as error:
                 used = (response.input_tokens, response.output_tokens) if response else (0, 0)
@@ -103,12 +105,22 @@ class Attempts:
                     return decision
                 retrying = error.kind
                 continue
+            except BaseException:  # a bug: requests waiting for room must not wait forever
+                self._give_back(reservation, sent)
+                raise
             cost = rt.cost(response.input_tokens, response.output_tokens)
             engine.budget.settle(reservation, response.input_tokens + response.output_tokens, cost)
             rt.limit.on_success()
             self._record(rt, prepared, key, attempt, started, response, None)
             return text, response
         return "retries exhausted"
+
+    def _give_back(self, reservation: Reservation, sent: bool) -> None:
+        """The reservation of an attempt that ended without an outcome to settle it by."""
+        if sent:
+            self.engine.budget.settle(reservation, 0, 0.0)
+        else:
+            self.engine.budget.release(reservation)
 
     def _held_back(self, rt: AgentRuntime) -> str | Stopped | None:
         """Why an attempt must not be sent now: the run stopped, or the agent was found

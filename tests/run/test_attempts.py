@@ -4,18 +4,20 @@ the run or the agent is done."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from ralph.testing import FakeLLMServer, Fault
-from tests.conftest import TEST_KEY, Result, start_apply, write_recipe
+from tests.conftest import TEST_KEY, Result, apply_args, start_apply, write_recipe
 from tests.run.apply_helpers import CHAT, apply, lines, recipe_text, serving
 
 
@@ -248,3 +250,38 @@ def test_items_waiting_for_a_pace_slot_stop_waiting_when_the_agent_can_send_no_m
     assert result.code == code, result.out + result.err
     assert time.monotonic() - started < 15
     assert server.counts[CHAT] == 1
+
+
+def test_a_bug_in_a_request_ends_the_run_with_its_report_not_a_wait_for_ever(
+    ralph: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests waiting for budget room wait for those in flight to settle: one that ends in
+    an internal error must give its room back, or they would wait for ever."""
+    from ralph.providers.echo import EchoProvider
+
+    original = EchoProvider.complete
+
+    async def broken(self: EchoProvider, request: Any) -> Any:
+        if "item 0" in request.prompt:
+            await asyncio.sleep(0.05)
+            raise RuntimeError("a bug")
+        return await original(self, request)
+
+    monkeypatch.setattr(EchoProvider, "complete", broken)
+    text = """
+        version: 1
+        name: bug
+        agents:
+          local:
+            provider: echo
+            concurrency: 2
+            params: {max_tokens: 600}
+            pricing: {input_per_mtok: 1000, output_per_mtok: 1000}
+        limits: {max_cost_usd: 1.0}
+        tasks:
+          - {name: t, agent: local, for_each: [0, 1, 2], prompt: "item {{ item }}"}
+    """
+    started = time.monotonic()
+    result = ralph(*apply_args(write_recipe(tmp_path, text), tmp_path / "out"))
+    assert result.code == 70, result.out + result.err
+    assert time.monotonic() - started < 10
