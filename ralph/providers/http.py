@@ -60,7 +60,8 @@ async def _body(resp: aiohttp.ClientResponse) -> bytes:
         "invalid_response", f"the answer is larger than {MAX_ANSWER_BYTES // 2**20} MB"
     )
     length = resp.content_length
-    if length is not None:  # the common case: read in one go
+    # the common case: read in one go; but a compressed body's length is not what it inflates to
+    if length is not None and "Content-Encoding" not in resp.headers:
         if length > MAX_ANSWER_BYTES:
             raise too_large
         return await resp.read()

@@ -7,6 +7,7 @@ calls the provider through a real aiohttp session, as a run does.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 from collections.abc import Awaitable, Callable
@@ -348,14 +349,18 @@ def test_a_redirect_is_not_followed_so_the_key_stays_home(kind: str) -> None:
 
 
 def serve_bodies(
-    kind: str, body: Any, status: int = 200, *, chunked: bool = False
+    kind: str, body: Any, status: int = 200, *, chunked: bool = False, gzipped: bool = False
 ) -> Response | AttemptError:
     """Complete one request against a server that answers `body` with `status`: JSON-encoded,
-    or sent as it is when it is bytes; `chunked`, without a Content-Length."""
+    or sent as it is when it is bytes; `chunked`, without a Content-Length; `gzipped`, with a
+    Content-Length of the compressed body."""
     path = "/v1/chat/completions" if kind == "openai" else "/v1/messages"
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        if gzipped:
+            headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            return web.Response(body=gzip.compress(raw), status=status, headers=headers)
         if not chunked:
             return web.Response(body=raw, status=status, content_type="application/json")
         response = web.StreamResponse(status=status)
@@ -440,19 +445,21 @@ def test_shapes_without_an_answer_are_invalid_responses(kind: str, body: Any) ->
     assert result.kind == "invalid_response"
 
 
-@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize(("chunked", "gzipped"), [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("status", [200, 500])
 def test_an_answer_past_the_size_limit_is_refused_not_read_whole(
-    monkeypatch: pytest.MonkeyPatch, chunked: bool, status: int
+    monkeypatch: pytest.MonkeyPatch, chunked: bool, gzipped: bool, status: int
 ) -> None:
+    """Also when it comes compressed: its Content-Length is then not what it inflates to."""
     monkeypatch.setattr(http, "MAX_ANSWER_BYTES", 2**20)
     text = "x" * (2**20 + 1)
     body = {"choices": [{"message": {"content": text}}]}
-    result = serve_bodies("openai", body, status, chunked=chunked)
+    result = serve_bodies("openai", body, status, chunked=chunked, gzipped=gzipped)
     assert isinstance(result, AttemptError)
     assert (result.kind, str(result)) == ("invalid_response", "the answer is larger than 1 MB")
     fits = {"choices": [{"message": {"content": "x" * 2**19}}]}
-    assert serve_bodies("openai", fits, chunked=chunked) == Response("x" * 2**19, 0, 0)
+    kept = serve_bodies("openai", fits, chunked=chunked, gzipped=gzipped)
+    assert kept == Response("x" * 2**19, 0, 0)
 
 
 @pytest.mark.parametrize("kind", PROVIDERS)
