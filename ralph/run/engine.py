@@ -103,12 +103,18 @@ class Engine:
 
     def stop_by(self, limit: str) -> None:
         if not self.stopping:
-            self.stopping = True
             self.stats.stopped_by = limit
             event(self.logger, logging.WARNING, "run_stopped", status=limit)
-            self.budget.stop(limit)  # and requests waiting for room in it with it
-            for runtime in self.runtimes.values():
-                runtime.halted.set()
+            self.budget.stop(limit)
+        self.halt()
+
+    def halt(self) -> None:
+        """Start nothing more, and end the waits of requests not yet sent (for room in the
+        budget, for a pace slot)."""
+        self.stopping = True
+        self.budget.stop("stopped")
+        for runtime in self.runtimes.values():
+            runtime.halted.set()
 
     def progress_advance(self, task: str, outcome: str) -> None:
         if self.progress is not None:

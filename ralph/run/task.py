@@ -306,7 +306,7 @@ class TaskRun:
 
     def _cannot_keep(self, error: OutputError) -> None:
         self.write_error = self.write_error or error
-        self.engine.stopping = True
+        self.engine.halt()
 
     def _unwritten(self, done: Done, reason: str) -> None:
         """A finished item whose output file could not be written fails after all."""

@@ -189,3 +189,27 @@ def test_temp_files_a_kill_left_are_swept_where_outputs_are_written(
     assert result.code == 0, result.out + result.err
     assert not left.exists()
     assert fresh.exists()
+
+
+def test_a_run_that_cannot_keep_its_answers_stops_without_waiting_out_its_pace(
+    tmp_path: Path,
+) -> None:
+    """At 30 requests a minute the next slot is 2 s away: once the JSONL cannot be written,
+    the items waiting for their slots are not sent, and do not wait for them either."""
+    path = write_recipe(
+        tmp_path,
+        """
+        version: 1
+        name: paced
+        agents:
+          a: {provider: echo, concurrency: 4, rate_limit: {requests_per_minute: 30}}
+        tasks:
+          - {name: t, agent: a, for_each: [a, b, c, d], prompt: "{{ 'x' * 9000 }} {{ item }}"}
+        """,
+    )
+    started = time.monotonic()
+    # a line longer than the file's buffer is written (and refused) as soon as it is kept
+    result = run_with_file_limit(path, tmp_path / "out", 10)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "File too large" in result.stderr
+    assert time.monotonic() - started < 1.8
