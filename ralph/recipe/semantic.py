@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -414,11 +415,13 @@ def _url_problem(url: Any) -> str | None:
 
 
 def _looks_like_a_key(name: Any) -> bool:
-    """A variable name as a pasted key would be one: long, letters and digits mixed, no `_`
-    (variable names are words, OPENAI_API_KEY; keys are random)."""
-    if not isinstance(name, str) or len(name) < 20 or not name.isalnum() or not name.isascii():
-        return False  # (one that is no variable name at all fails the schema)
-    return any(c.isdigit() for c in name) and any(c.islower() for c in name)
+    """A variable name as a pasted key would be one: 20 or more hexadecimal digits, letters
+    and numbers mixed (Azure's keys are 32). Names are words (OPENAI_API_KEY, AzureKey2024),
+    which this leaves alone; a key of another alphabet cannot be told from a long name."""
+    if not isinstance(name, str) or len(name) < 20:
+        return False
+    hexadecimal = all(c in string.hexdigits for c in name)
+    return hexadecimal and any(c.isdigit() for c in name) and any(c.isalpha() for c in name)
 
 
 def _credential_param(name: str) -> bool:
