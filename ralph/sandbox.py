@@ -46,14 +46,16 @@ def bounded_sandbox() -> type[SandboxedEnvironment]:
         intercepted as the other operators are)."""
 
         def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-            if frame.eval_ctx.volatile or frame.eval_ctx.autoescape:
-                super().visit_Concat(node, frame)
-                return
+            escape = (
+                "context.eval_ctx.autoescape"
+                if frame.eval_ctx.volatile
+                else repr(bool(frame.eval_ctx.autoescape))
+            )
             self.write("environment.bounded_join((")
             for part in node.nodes:
                 self.visit(part, frame)
                 self.write(", ")
-            self.write("))")
+            self.write(f"), {escape})")
 
     class BoundedSandbox(ImmutableSandboxedEnvironment):
         """The immutable sandbox, refusing to build values past the MAX_* limits above."""
@@ -63,15 +65,20 @@ def bounded_sandbox() -> type[SandboxedEnvironment]:
         intercepted_binops = frozenset({"*", "**", "%", "+"})
 
         @staticmethod
-        def bounded_join(parts: Iterable[Any]) -> str:
+        def bounded_join(parts: Iterable[Any], escape: bool) -> str:
+            """Jinja's `str_join`, or `markup_join` where it autoescapes (`{% autoescape %}`)."""
+            from jinja2.runtime import markup_join
+
+            parts = list(parts)
             texts = [str(part) for part in parts]
             _check_length(sum(map(len, texts)), "'~'")
-            return "".join(texts)
+            return str(markup_join(parts)) if escape else "".join(texts)
 
         def __init__(self, **options: Any) -> None:
             super().__init__(**options)
             for name, size in _SIZED_FILTERS.items():
                 self.filters[name] = _bounded(self.filters[name], size, f"|{name}")
+            self.filters["join"] = _counted_join(self.filters["join"])
             self.globals["lipsum"] = _bounded(generate_lorem_ipsum, _lipsum_size, "lipsum()")
 
         def getattr(self, obj: Any, attribute: str) -> Any:
@@ -292,12 +299,23 @@ def _lipsum_size(arguments: Mapping[str, Any]) -> int:
     return _count(arguments["n"]) * words * _LOREM_WORD_CHARS
 
 
-def _join_size(arguments: Mapping[str, Any]) -> int:
-    value, separator = arguments["value"], arguments["d"]
-    if not isinstance(value, list | tuple):
-        return 0  # an iterator is not read twice; what it yields was bounded when built
-    joints = len(separator) * max(0, len(value) - 1) if isinstance(separator, str) else 0
-    return _text_length(value) + joints
+def _counted_join(join: Callable[..., str]) -> Callable[..., str]:
+    """`|join`, counting what it joins as it goes, whatever the items are (text, numbers,
+    lists, what an attribute or a `|map` makes of them), refused once past the limit."""
+    from jinja2.filters import make_attrgetter
+
+    @functools.wraps(join)  # and so Jinja's pass_eval_context mark
+    def joined(eval_ctx: Any, value: Iterable[Any], d: str = "", attribute: Any = None) -> str:
+        if attribute is not None:
+            value = map(make_attrgetter(eval_ctx.environment, attribute), value)
+        items, total = [], 0
+        for item in value:
+            total += len(str(item)) + len(str(d))
+            _check_length(total, "|join")
+            items.append(item)
+        return join(eval_ctx, items, d)
+
+    return joined
 
 
 def _replace_size(arguments: Mapping[str, Any]) -> int:
@@ -321,7 +339,6 @@ def _sum_size(arguments: Mapping[str, Any]) -> int:
 
 # filters whose result can be far larger than their arguments, and how large it would be
 _SIZED_FILTERS: dict[str, Callable[[Mapping[str, Any]], int]] = {
-    "join": _join_size,
     "replace": _replace_size,
     "sum": _sum_size,
     "center": lambda arguments: _count(arguments["width"]),
