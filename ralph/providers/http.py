@@ -3,6 +3,7 @@ HttpProvider, the base of the OpenAI and Anthropic providers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ import aiohttp
 from yarl import URL
 
 from ralph.fastjson import JSONDecodeError, dumpb, loads
-from ralph.keys import KeySource, Secret
+from ralph.keys import KeySource, Secret, kill_key_commands
 from ralph.providers.base import AttemptError, Request, Response
 from ralph.recipe.build import thaw
 from ralph.recipe.model import Agent
@@ -194,6 +195,7 @@ class HttpProvider:
         self.url = endpoint(agent.base_url, self.path)
         self.timeout = aiohttp.ClientTimeout(total=agent.timeout_s)
         self._keys = keys
+        self._refreshing = asyncio.Lock()  # one re-read of the key at a time
         self.headers = self._headers(keys.get())
         self.params = thaw(agent.params)  # every request carries the agent's params: thaw once
 
@@ -213,20 +215,28 @@ class HttpProvider:
                 self.session, "POST", self.url, headers, dumpb(self.body(request)), self.timeout
             )
         except AttemptError as error:
-            error.key_refreshed = error.status == 401 and self._refresh_key(headers)
+            error.key_refreshed = error.status == 401 and await self._refresh_key(headers)
             raise
         return self.parse(data)
 
-    def _refresh_key(self, sent: dict[str, str]) -> bool:
+    async def _refresh_key(self, sent: dict[str, str]) -> bool:
         """After a 401 to a request `sent` with these headers: whether another key is in use
-        now, read by a request that got its 401 first or read again here."""
-        if self.headers is not sent:
+        now, read by a request that got its 401 first or read again here.
+
+        Read off the event loop (an api_key_command may take seconds), so the run still hears
+        Ctrl-C meanwhile; a Ctrl-C kills the command rather than wait for it."""
+        async with self._refreshing:
+            if self.headers is not sent:
+                return True
+            try:
+                fresh = await asyncio.to_thread(self._keys.reread)
+            except asyncio.CancelledError:
+                kill_key_commands()
+                raise
+            if fresh is None:
+                return False
+            self.headers = self._headers(fresh)
             return True
-        fresh = self._keys.reread()
-        if fresh is None:
-            return False
-        self.headers = self._headers(fresh)
-        return True
 
     async def health(self) -> str | None:
         return await probe_models(self.session, self.agent.base_url, self.headers, self.timeout)

@@ -241,13 +241,15 @@ def test_ctrl_c_while_a_key_command_runs_stops_it_and_exits_at_once(
 
 
 ROTATES_SLOWLY = """
-import pathlib, sys, time
+import os, pathlib, sys, time
 calls = pathlib.Path("{calls}")
+if calls.exists():
+    pathlib.Path("{calls}.pid").write_text(str(os.getpid()))
 calls.write_text(calls.read_text() + "x" if calls.exists() else "x")
 if len(calls.read_text()) == 1:
     print("sk-revoked-0000000000000000")
 else:
-    time.sleep(3)
+    time.sleep(30)
     print("{key}")
 """
 
@@ -255,8 +257,8 @@ else:
 def test_ctrl_c_while_a_key_is_read_again_after_a_401_still_ends_with_the_summary(
     server: FakeLLMServer, tmp_path: Path
 ) -> None:
-    """The key read again mid-run holds the run up (it runs on the event loop), but a Ctrl-C
-    then is still the run's: it ends as any interrupted run does, its summary written."""
+    """The key is read again off the event loop: a Ctrl-C meanwhile is the run's, which kills
+    the key command and ends as any interrupted run does, its summary written."""
     calls = tmp_path / "calls"
     (tmp_path / "key.py").write_text(ROTATES_SLOWLY.format(key=TEST_KEY, calls=calls))
     recipe = write_recipe(
@@ -282,8 +284,9 @@ def test_ctrl_c_while_a_key_is_read_again_after_a_401_still_ends_with_the_summar
         time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     try:
-        process.communicate(timeout=20)
+        process.communicate(timeout=10)  # not the 30 s the key command would take
     finally:
         process.kill()
     assert process.returncode == 130
     assert json.loads(summary.read_text())["status"] == "interrupted"
+    assert gone(int((tmp_path / "calls.pid").read_text())), "the key command outlived the run"
