@@ -57,21 +57,24 @@ MAX_ANSWER_BYTES = 32 * 2**20
 
 
 async def _body(resp: aiohttp.ClientResponse) -> bytes:
-    too_large = AttemptError(
-        "invalid_response", f"the answer is larger than {MAX_ANSWER_BYTES // 2**20} MB"
-    )
     length = resp.content_length
     # the common case: read in one go; but a compressed body's length is not what it inflates to
     if length is not None and "Content-Encoding" not in resp.headers:
         if length > MAX_ANSWER_BYTES:
-            raise too_large
+            raise _too_large()
         return await resp.read()
     body = bytearray()
     async for chunk in resp.content.iter_chunked(2**16):
         body += chunk
         if len(body) > MAX_ANSWER_BYTES:
-            raise too_large
+            raise _too_large()
     return bytes(body)
+
+
+def _too_large() -> AttemptError:
+    return AttemptError(
+        "invalid_response", f"the answer is larger than {MAX_ANSWER_BYTES // 2**20} MB"
+    )
 
 
 def endpoint(base_url: str | None, path: str) -> URL:

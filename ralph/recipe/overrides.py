@@ -120,6 +120,7 @@ def unread_sets(
 def _vars_read(data: dict[str, Any], base_dir: Path) -> set[str] | None:
     """The vars the recipe's templates read by name; None when one may read any."""
     from ralph.recipe.load import read_capped
+    from ralph.recipe.semantic import MAX_PROMPT_FILE_BYTES
     from ralph.templates import vars_read
 
     read: set[str] = set()
@@ -130,7 +131,9 @@ def _vars_read(data: dict[str, Any], base_dir: Path) -> set[str] | None:
             return None  # read again each iteration, as the agent may have rewritten it
         if isinstance(task.get("prompt_file"), str):
             try:
-                sources.append(read_capped(base_dir / task["prompt_file"], 2**24).decode())
+                sources.append(
+                    read_capped(base_dir / task["prompt_file"], MAX_PROMPT_FILE_BYTES).decode()
+                )
             except (OSError, UnicodeError):
                 return None
         for source in sources:
