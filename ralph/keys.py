@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ralph.errors import ConfigError
+from ralph.processes import Groups, signal_group
 from ralph.recipe.model import Agent
 from ralph.secrets import remember_secret
 
@@ -172,31 +173,23 @@ def _run_bounded(argv: list[str], timeout_s: float) -> subprocess.CompletedProce
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         ) as process,
     ):
-        _RUNNING.add(process.pid)
         try:
-            out, err = process.communicate(timeout=timeout_s)
+            with _KEY_COMMANDS.running(process.pid):
+                out, err = process.communicate(timeout=timeout_s)
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            _kill_group(process.pid)
+            signal_group(process.pid, signal.SIGKILL)
             process.communicate()
             raise
-        finally:
-            _RUNNING.discard(process.pid)
     return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
-_RUNNING: set[int] = set()  # the process groups of key commands running now (on any thread)
+_KEY_COMMANDS = Groups()  # running now, on any thread
 
 
 def kill_key_commands() -> None:
     """Kill every key command running now, with all it started: a run that is stopping does
     not wait for a key it will not use."""
-    for group in list(_RUNNING):
-        _kill_group(group)
-
-
-def _kill_group(group: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signal.SIGKILL)
+    _KEY_COMMANDS.kill()
 
 
 @contextlib.contextmanager

@@ -13,10 +13,10 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ralph.processes import Groups, signal_group
 from ralph.providers.base import AttemptError, Request, Response, estimate_tokens
 from ralph.recipe.model import Agent
 from ralph.secrets import redact
@@ -27,25 +27,18 @@ _EXIT_POLL_S = 0.01
 _PROBE_TIMEOUT_S = 30.0
 _CHUNK = 65_536
 _STDERR_KEPT = 65_536  # the message quotes one line of stderr; this is far more than a line
-_RUNNING: set[int] = set()  # process groups still running, for kill_all()
+_AGENTS = Groups()  # and `until` commands and git checkpoints: what a second Ctrl-C kills
 
 
-@contextlib.contextmanager
-def running(process: asyncio.subprocess.Process) -> Iterator[None]:
+def running(process: asyncio.subprocess.Process) -> contextlib.AbstractContextManager[None]:
     """While the block runs, `process` (the leader of its own group) is one that kill_all()
     kills: an agent, an `until` command, a git checkpoint."""
-    _RUNNING.add(process.pid)
-    try:
-        yield
-    finally:
-        _RUNNING.discard(process.pid)
+    return _AGENTS.running(process.pid)
 
 
 def kill_all() -> None:
     """SIGKILL every process group still running: the last act of a second Ctrl-C."""
-    for group in list(_RUNNING):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, signal.SIGKILL)
+    _AGENTS.kill()
 
 
 class CommandProvider:
@@ -156,7 +149,7 @@ async def _converse(
         if reading.done() and tailing.done():
             await asyncio.wait((finished,), timeout=_PIPES_GRACE_S)  # at once, as a rule
         else:
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             await _abandon(process, finished)
         if reading.done():
             reading.result()  # an answer too long
@@ -228,9 +221,9 @@ async def kill_group(process: asyncio.subprocess.Process) -> None:
     # read to their end: pipes nobody reads stay full, and their writers blocked
     draining = asyncio.create_task(_discard_pipes(process))
     try:
-        _signal_group(process.pid, signal.SIGTERM)
+        signal_group(process.pid, signal.SIGTERM)
         await _exited_within(process, _GRACE_S)
-        _signal_group(process.pid, signal.SIGKILL)
+        signal_group(process.pid, signal.SIGKILL)
         await _exited_within(process, _GRACE_S)  # killed: gone at once, unless stuck in the kernel
         await asyncio.wait((draining,), timeout=_PIPES_GRACE_S)
         if not draining.done():
@@ -261,9 +254,3 @@ async def _discard_pipes(process: asyncio.subprocess.Process) -> None:
     for stream in (process.stdout, process.stderr):
         while stream is not None and await stream.read(_CHUNK):
             pass
-
-
-def _signal_group(group: int, signum: signal.Signals) -> None:
-    # an empty group is already what we want
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signum)
