@@ -37,30 +37,29 @@ class Budget:
             self.stopped = self._exceeded(tokens, cost_usd)
         if self.stopped is not None:
             return None
-        return self._take(tokens, cost_usd)
+        self.requests += 1
+        self._reserved_tokens += tokens
+        self._reserved_cost += cost_usd
+        return Reservation(tokens, cost_usd)
 
     async def claim(self, tokens: int, cost_usd: float) -> Reservation | None:
         """`reserve`, waiting while nothing but the requests in flight stands in the way:
         their worst cases usually settle for far less. Refusing at once stopped a run with
         most of its budget unspent, the sooner the more requests were in flight."""
-        while self.stopped is None:
-            limit = self._exceeded(tokens, cost_usd)
-            if limit is None:
-                return self._take(tokens, cost_usd)
-            in_flight = self._reserved_tokens > 0 or self._reserved_cost > 0
-            if not (in_flight and self._exceeded(tokens, cost_usd, in_flight=False) is None):
-                self.stopped = limit
-                break
+        while self.stopped is None and self._held_up(tokens, cost_usd):
             if self._settled is None or self._settled.done():
                 self._settled = asyncio.get_running_loop().create_future()
             await asyncio.wait((self._settled,))  # not cancelled with a waiter that is
-        return None
+        return self.reserve(tokens, cost_usd)
 
-    def _take(self, tokens: int, cost_usd: float) -> Reservation:
-        self.requests += 1
-        self._reserved_tokens += tokens
-        self._reserved_cost += cost_usd
-        return Reservation(tokens, cost_usd)
+    def _held_up(self, tokens: int, cost_usd: float) -> bool:
+        """Whether only the worst cases of the requests in flight keep this one out."""
+        in_flight = self._reserved_tokens > 0 or self._reserved_cost > 0
+        return (
+            in_flight
+            and self._exceeded(tokens, cost_usd) is not None
+            and self._exceeded(tokens, cost_usd, in_flight=False) is None
+        )
 
     def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         """Replace a reservation by what the request really used."""
