@@ -302,5 +302,5 @@ def _attributes(ast: Node, namespace: str) -> Iterator[tuple[int, str]]:
         if isinstance(node, nodes.Getattr):
             if not (node.attr in _MAPPING_METHODS and id(node) in called):
                 yield node.lineno, node.attr
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            yield node.lineno, node.arg.value
+        elif (key := _constant(node.arg)) is not None:
+            yield node.lineno, key
